@@ -1,0 +1,1 @@
+"""The closet: the garment format, the starter garments the project draws, the garment store."""

@@ -1,0 +1,21 @@
+"""Prometheus metrics (served at /metrics). Process-wide, like prometheus_client's registry."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_MS_BUCKETS = (1, 2, 4, 6, 8, 10, 15, 20, 30, 40, 50, 75, 100, 150, 250, 500, 1000)
+
+FRAMES_RECEIVED = Counter("smartcloset_frames_received_total", "Camera frames received")
+FRAMES_SENT = Counter("smartcloset_frames_sent_total", "Rendered frames sent")
+FRAMES_DROPPED = Counter(
+    "smartcloset_frames_dropped_total", "Frames replaced before processing (newest frame wins)", ["stage"]
+)
+FRAME_ERRORS = Counter("smartcloset_frame_errors_total", "Rejected client messages", ["code"])
+POSE_BATCH_SIZE = Histogram(
+    "smartcloset_pose_batch_size", "Images per pose batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
+)
+STAGE_MS = Histogram("smartcloset_stage_ms", "Time per pipeline stage (ms)", ["stage"], buckets=_MS_BUCKETS)
+LATENCY_MS = Histogram("smartcloset_latency_ms", "Server receive -> send per frame (ms)", buckets=_MS_BUCKETS)
+ACTIVE_CLIENTS = Gauge("smartcloset_active_clients", "Open WebSocket sessions")
+POSE_ERRORS = Counter("smartcloset_pose_errors_total", "Pose batches that failed")

@@ -1,0 +1,1 @@
+"""Pose estimation: backends, the batching worker and the per-client keypoint timeline."""
