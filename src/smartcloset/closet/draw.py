@@ -75,7 +75,7 @@ def tshirt_geometry() -> tuple[list[tuple[float, float]], dict[str, tuple[float,
     hem = _curve((150.0, 428.0), (CX, 444.0), (W - 150.0, 428.0), 14)[1:-1]
     neck = _curve((W - 222.0, 60.0), (CX, 112.0), (222.0, 60.0), 14)[1:-1]
     outline = right + hem + list(reversed(_mirror(right))) + neck
-    r_sh = np.array([156.0, 100.0])
+    r_sh = np.array([166.0, 106.0])
     anchors = {
         "neck": (CX, 60.0),
         "right_shoulder": tuple(r_sh),
@@ -84,8 +84,8 @@ def tshirt_geometry() -> tuple[list[tuple[float, float]], dict[str, tuple[float,
         "left_armpit": (W - 152.0, 196.0),
         "right_elbow": tuple(r_sh + 185 * d),
         "left_elbow": (W - (r_sh + 185 * d)[0], (r_sh + 185 * d)[1]),
-        "right_hip": (CX - 74, 402.0),
-        "left_hip": (CX + 74, 402.0),
+        "right_hip": (CX - 66, 402.0),
+        "left_hip": (CX + 66, 402.0),
         "hem": (CX, 436.0),
     }
     return outline, {k: (float(v[0]), float(v[1])) for k, v in anchors.items()}

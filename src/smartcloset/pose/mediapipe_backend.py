@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -61,6 +62,9 @@ class MediaPipeBackend:
     ) -> None:
         _quiet_native_logs()
         import mediapipe as mp  # imported here: heavy, and only this backend needs it
+
+        # mediapipe 0.10.14 calls a protobuf API that newer protobuf marks deprecated, per frame.
+        warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated")
 
         self._pose_cls = mp.solutions.pose.Pose
         self.segmentation = segmentation

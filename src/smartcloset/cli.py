@@ -1,0 +1,185 @@
+"""``smart-closet``: serve the mirror, pose or dress images and videos, benchmark, list garments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("smartcloset")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = text.lower().split("x")
+        size = int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    if min(size) < 16 or max(size) > 8192:
+        raise argparse.ArgumentTypeError(f"size {text} out of range")
+    return size
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .config import ServerConfig
+    from .server.runner import serve
+
+    cfg = ServerConfig(
+        host=args.host,
+        port=args.port,
+        pose_backend=args.backend,
+        batch_max=args.batch_max,
+        batch_deadline_ms=args.batch_deadline_ms,
+        inference_size=args.inference_size,
+        max_clients=args.max_clients,
+        pose_wait_ms=args.pose_wait_ms,
+        closet_dir=args.closet,
+    )
+    if args.garment:
+        cfg.default_garments = args.garment
+    serve(cfg, log_level=args.log_level)
+    return 0
+
+
+def cmd_pose(args: argparse.Namespace) -> int:
+    import cv2
+
+    from .pose.backend import create_backend
+
+    backend = create_backend(args.backend, segmentation=False)
+    out = []
+    try:
+        for path in args.images:
+            image = cv2.imread(path, cv2.IMREAD_COLOR)
+            if image is None:
+                log.error("cannot read image %s", path)
+                return 2
+            rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            (pose,) = backend.infer([rgb], [None])
+            out.append({"image": path, "persons": [p.to_json() for p in pose.persons]})
+    finally:
+        backend.close()
+    if args.json:
+        json.dump(out, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        for item in out:
+            sys.stdout.write(f"{item['image']}: {len(item['persons'])} person(s)\n")
+    return 0
+
+
+def cmd_tryon(args: argparse.Namespace) -> int:
+    from .tryon import TryOnError, tryon_file
+
+    try:
+        tryon_file(args.input, args.output, args.garment, backend=args.backend, closet_dir=args.closet, skeleton=args.skeleton)
+    except TryOnError as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import BenchConfig, print_table, run_bench
+
+    cfg = BenchConfig(
+        video=args.video,
+        clients=args.clients,
+        seconds=args.seconds,
+        fps=args.fps,
+        size=args.size,
+        url=args.url,
+        backend=args.backend,
+        port=args.port,
+    )
+    result = run_bench(cfg)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    print_table(result, sys.stdout)
+    return 0
+
+
+def cmd_garments_list(args: argparse.Namespace) -> int:
+    from .closet.store import Closet
+
+    closet = Closet(args.closet)
+    items = closet.list()
+    if args.json:
+        json.dump([g.to_json() for g in items], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for g in items:
+            sys.stdout.write(f"{g.id:24} {g.category:10} {g.name}\n")
+    for err in closet.errors:
+        log.warning("skipped: %s", err)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .pose.backend import BACKEND_NAMES
+
+    p = argparse.ArgumentParser(prog="smart-closet", description=__doc__)
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the live mirror server")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--backend", "--pose", default="auto", choices=BACKEND_NAMES, help="pose backend")
+    s.add_argument("--batch-max", type=int, default=8, help="frames per pose batch")
+    s.add_argument("--batch-deadline-ms", type=float, default=4.0, help="wait for other clients' frames")
+    s.add_argument("--inference-size", type=_size, default=(640, 360), help="pose input size WxH")
+    s.add_argument("--max-clients", type=int, default=32)
+    s.add_argument("--pose-wait-ms", type=float, default=0.0, help="wait this long for a frame's own pose")
+    s.add_argument("--garment", action="append", help="garment(s) worn by default (repeatable)")
+    s.add_argument("--closet", help="closet folder (default: the user data dir)")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("pose", help="find people and their COCO-17 keypoints in images")
+    s.add_argument("images", nargs="+")
+    s.add_argument("--json", action="store_true", help="print JSON (one entry per image)")
+    s.add_argument("--backend", default="auto", choices=BACKEND_NAMES)
+    s.set_defaults(func=cmd_pose)
+
+    s = sub.add_parser("tryon", help="dress a person in an image or video file")
+    s.add_argument("input")
+    s.add_argument("-o", "--output", required=True)
+    s.add_argument("--garment", action="append", required=True, help="garment id (repeatable, layered)")
+    s.add_argument("--backend", default="auto", choices=BACKEND_NAMES)
+    s.add_argument("--closet")
+    s.add_argument("--skeleton", action="store_true", help="also draw the keypoints")
+    s.set_defaults(func=cmd_tryon)
+
+    s = sub.add_parser("bench", help="stream a video from N WebSocket clients and measure")
+    s.add_argument("--video", required=True)
+    s.add_argument("--clients", type=int, default=1)
+    s.add_argument("--seconds", type=float, default=10.0)
+    s.add_argument("--fps", type=float, default=30.0)
+    s.add_argument("--size", type=_size, default=(1280, 720))
+    s.add_argument("--json", help="write results to this file")
+    s.add_argument("--url", help="bench a running server (ws://host:port/ws) instead of starting one")
+    s.add_argument("--backend", default="auto", choices=BACKEND_NAMES)
+    s.add_argument("--port", type=int, default=0, help="port for the server it starts (0: a free one)")
+    s.set_defaults(func=cmd_bench)
+
+    g = sub.add_parser("garments", help="the closet")
+    gsub = g.add_subparsers(dest="garments_command", required=True)
+    s = gsub.add_parser("list", help="list garments")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--closet")
+    s.set_defaults(func=cmd_garments_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

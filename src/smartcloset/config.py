@@ -1,0 +1,40 @@
+"""Server settings with their defaults, one dataclass; ``create_app(test_config)`` overrides them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"  # loopback unless the operator says otherwise
+    port: int = 8000
+    pose_backend: str = "auto"
+    batch_max: int = 8  # frames per pose batch
+    batch_deadline_ms: float = 4.0  # how long a waiting frame waits for other clients' frames
+    inference_size: tuple[int, int] = (640, 360)  # pose input, (w, h); frames are fitted into it
+    segmentation: bool = True  # keep BlazePose's person mask for the renderer
+    max_clients: int = 32
+    max_message_bytes: int = 8 * 1024 * 1024  # transport limit: bigger closes the socket (1009)
+    max_frame_bytes: int = 4 * 1024 * 1024  # a frame bigger than this is refused, stream goes on
+    max_frame_width: int = 3840
+    max_frame_height: int = 2160
+    jpeg_quality: int = 80
+    pose_wait_ms: float = 0.0  # 0: never wait for a frame's own pose; extrapolate instead
+    default_garments: list[str] = field(default_factory=lambda: ["tshirt-navy"])
+    closet_dir: str | None = None
+    stats_interval_s: float = 1.0
+    max_errors: int = 50  # protocol errors per session before it is closed (1008)
+
+    @classmethod
+    def from_mapping(cls, values: dict) -> ServerConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        cfg = cls(**values)
+        cfg.inference_size = tuple(cfg.inference_size)  # type: ignore[assignment]
+        return cfg
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,1 @@
+"""Rendering: garments skinned onto the body (mesh), warped (warp) and alpha-composited."""

@@ -1,0 +1,101 @@
+"""Composable renderers, supervision-style: each is ``annotate(frame, pose) -> frame``.
+
+``pose`` is the :class:`~smartcloset.pose.timeline.TimedKeypoints` for the frame's own capture
+time. Annotators draw in place on a BGR uint8 frame and return it, so a look is a list of
+them applied in order (``render_frame``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from ..closet.garment import Garment
+from ..pose.timeline import TimedKeypoints
+from ..pose.types import KP
+from .composite import composite, premultiply
+from .mesh import MIN_SCORE, GarmentMesh, body_frame, skin
+from .warp import warp_mesh
+
+
+class Annotator(Protocol):
+    def annotate(self, frame: np.ndarray, pose: TimedKeypoints) -> np.ndarray: ...
+
+
+class GarmentAnnotator:
+    """Draws one garment on the person, skinned to their keypoints.
+
+    The texture is kept as a premultiplied pyramid; each frame warps from the level nearest the
+    on-screen size, so a garment drawn at 520 px wide does not alias when it is 150 px on screen.
+    """
+
+    def __init__(self, garment: Garment, max_levels: int = 4) -> None:
+        self.garment = garment
+        rgba = garment.rgba
+        self.mesh = GarmentMesh.build(garment, rgba[..., 3])
+        self._parts = self.mesh.parts  # torso first, then sleeves on top
+        self._pyramid = [premultiply(rgba)]
+        for _ in range(max_levels - 1):
+            if min(self._pyramid[-1].shape[:2]) < 64:
+                break
+            self._pyramid.append(cv2.pyrDown(self._pyramid[-1]))
+        a = self.mesh.anchors
+        self._shoulder_width = float(np.linalg.norm(a["left_shoulder"] - a["right_shoulder"]))
+
+    def annotate(self, frame: np.ndarray, pose: TimedKeypoints) -> np.ndarray:
+        if pose.keypoints is None:
+            return frame
+        body = body_frame(pose.keypoints, self.mesh)
+        if body is None:
+            return frame
+        dst = skin(self.mesh, body)
+        if dst is None:
+            return frame
+        scale = np.linalg.norm(body.shoulders[0] - body.shoulders[1]) / self._shoulder_width
+        level = int(np.clip(math.floor(math.log2(1.0 / max(scale, 1e-3))), 0, len(self._pyramid) - 1))
+        texture = self._pyramid[level]
+        src = self.mesh.vertices / (2**level)
+        for triangles in self._parts:
+            out = warp_mesh(texture, src, triangles, dst, (frame.shape[1], frame.shape[0]))
+            if out is not None:
+                composite(frame, *out)
+        return frame
+
+
+_SKELETON = [
+    ("left_shoulder", "right_shoulder"), ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
+    ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"), ("left_shoulder", "left_hip"),
+    ("right_shoulder", "right_hip"), ("left_hip", "right_hip"), ("left_hip", "left_knee"),
+    ("left_knee", "left_ankle"), ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
+]
+
+
+class SkeletonAnnotator:
+    """Keypoints and bones, for debugging the pose under the garment."""
+
+    def __init__(self, color: tuple[int, int, int] = (0, 255, 255), thickness: int = 2) -> None:
+        self.color = color
+        self.thickness = thickness
+
+    def annotate(self, frame: np.ndarray, pose: TimedKeypoints) -> np.ndarray:
+        if pose.keypoints is None:
+            return frame
+        kp = pose.keypoints
+        for a, b in _SKELETON:
+            pa, pb = kp[KP[a]], kp[KP[b]]
+            if pa[2] >= MIN_SCORE and pb[2] >= MIN_SCORE:
+                cv2.line(frame, (int(pa[0]), int(pa[1])), (int(pb[0]), int(pb[1])), self.color, self.thickness, cv2.LINE_AA)
+        for x, y, s in kp:
+            if s >= MIN_SCORE:
+                cv2.circle(frame, (int(x), int(y)), self.thickness + 2, self.color, -1, cv2.LINE_AA)
+        return frame
+
+
+def render_frame(frame: np.ndarray, pose: TimedKeypoints, annotators: Sequence[Annotator]) -> np.ndarray:
+    for annotator in annotators:
+        frame = annotator.annotate(frame, pose)
+    return frame

@@ -1,0 +1,70 @@
+"""What every session shares: the config, the pose worker (one per device) and the closet."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from ..closet.store import Closet
+from ..codec import ImageLimits
+from ..config import ServerConfig
+from ..pose.backend import PoseBackend, create_backend
+from ..pose.worker import BatchConfig, PoseWorker
+from ..render.annotators import GarmentAnnotator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Pipeline:
+    config: ServerConfig
+    worker: PoseWorker
+    closet: Closet
+    limits: ImageLimits
+    _annotators: dict[str, GarmentAnnotator] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _clients: int = 0
+
+    @classmethod
+    def start(cls, config: ServerConfig, backend: PoseBackend | None = None) -> Pipeline:
+        if backend is None:
+            backend = create_backend(config.pose_backend, segmentation=config.segmentation)
+        limits = ImageLimits(
+            max_bytes=config.max_frame_bytes,
+            max_width=config.max_frame_width,
+            max_height=config.max_frame_height,
+            max_pixels=config.max_frame_width * config.max_frame_height,
+        )
+        batch = BatchConfig(config.batch_max, config.batch_deadline_ms, tuple(config.inference_size))
+        worker = PoseWorker(backend, batch, limits).start()
+        closet = Closet(config.closet_dir)
+        log.info("closet: %d garments (%s)", len(closet.list()), closet.user_dir)
+        return cls(config, worker, closet, limits)
+
+    def annotator(self, garment_id: str) -> GarmentAnnotator:
+        """The garment's renderer, built once (mesh + texture pyramid) and shared by sessions."""
+        with self._lock:
+            ann = self._annotators.get(garment_id)
+            if ann is None or ann.garment is not self.closet.get(garment_id):
+                ann = GarmentAnnotator(self.closet.get(garment_id))
+                self._annotators[garment_id] = ann
+            return ann
+
+    def try_admit(self) -> bool:
+        with self._lock:
+            if self._clients >= self.config.max_clients:
+                return False
+            self._clients += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self._clients -= 1
+
+    @property
+    def clients(self) -> int:
+        return self._clients
+
+    def stop(self) -> None:
+        self.worker.stop()

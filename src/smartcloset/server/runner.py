@@ -1,0 +1,52 @@
+"""Serving the app with Gunicorn's threaded worker (``gthread``).
+
+Why Gunicorn: it is a production WSGI server that flask-sock supports (it hands the raw socket
+to simple-websocket), unlike Waitress; and its ``gthread`` worker gives each WebSocket its own
+thread, which is what simple-websocket's blocking API needs - no monkey-patching as with
+eventlet/gevent. One worker process: the pose worker (and its model) lives in that process and
+is shared by every client, so frames from all clients can be batched together.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from gunicorn.app.base import BaseApplication
+
+from ..config import ServerConfig
+
+log = logging.getLogger(__name__)
+
+
+class _Gunicorn(BaseApplication):
+    def __init__(self, overrides: dict, options: dict) -> None:
+        self.overrides = overrides
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from .app import create_app  # built in the worker process, after the fork
+
+        return create_app(self.overrides)
+
+
+def serve(config: ServerConfig, log_level: str = "info") -> None:
+    overrides = config.to_dict()
+    options = {
+        "bind": f"{config.host}:{config.port}",
+        "workers": 1,
+        "worker_class": "gthread",
+        # Each WebSocket holds a thread for its lifetime; leave some for HTTP requests.
+        "threads": config.max_clients + 8,
+        "timeout": 60,
+        "graceful_timeout": 5,
+        "keepalive": 5,
+        "loglevel": log_level,
+        "accesslog": None,
+    }
+    log.info("serving on http://%s:%d (gunicorn gthread, %d threads)", config.host, config.port, options["threads"])
+    _Gunicorn(overrides, options).run()

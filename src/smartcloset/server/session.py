@@ -1,0 +1,271 @@
+"""One client's WebSocket session: a frame's whole path from socket to socket.
+
+Two threads per client:
+
+* the **receiver** (the connection's handler thread) parses each message and never waits on
+  the pipeline: a frame goes into this session's newest-frame slot (for rendering) and into
+  the pose worker's slot for this client (for posing); an older frame still waiting in either
+  is replaced and counted as dropped;
+* the **renderer/sender** takes the newest frame, decodes it, asks the keypoint timeline for
+  the keypoints at the frame's own capture time, draws the look, encodes and sends it - and
+  sends every text message too, so only one thread ever writes to the socket. It sends one
+  frame at a time, so a slow reader holds at most one outgoing frame and gets fewer frames.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+
+from simple_websocket import ConnectionClosed
+
+from .. import codec, metrics
+from ..codec import ImageError
+from ..pose.timeline import KeypointTimeline
+from ..render.annotators import SkeletonAnnotator, render_frame
+from ..stats import RateMeter, Rolling, now_ms
+from ..stream.protocol import ClientFrame, Ping, ProtocolError, ReplyHeader, SelectGarments, Settings, pack_reply, parse_control, parse_frame
+from ..stream.slot import NewestSlot, SlotClosed
+from ..stream.transport import FrameSender, bound_inbox
+from .pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+INBOX_LIMIT = 8  # messages simple-websocket may hold for us before the oldest is dropped
+MAX_TEXTS = 32  # outgoing text messages waiting for the sender
+
+
+class SessionLog(logging.LoggerAdapter):
+    def process(self, msg, kwargs):
+        return f"[{self.extra['conn']}] {msg}", kwargs
+
+
+class Session:
+    def __init__(self, ws, pipeline: Pipeline, remote: str = "?") -> None:
+        self.id = uuid.uuid4().hex[:8]
+        self.log = SessionLog(log, {"conn": self.id})
+        self.ws = ws
+        self.pipeline = pipeline
+        self.remote = remote
+        cfg = pipeline.config
+        self.timeline = KeypointTimeline()
+        self._cond = threading.Condition()
+        self.frames: NewestSlot[ClientFrame] = NewestSlot(self._cond)
+        self._texts: deque[str] = deque(maxlen=MAX_TEXTS)
+        self._closing: tuple[int, str] | None = None
+        self.sender = FrameSender(ws)
+        self.inbox = bound_inbox(ws, INBOX_LIMIT)
+        self.look = [g for g in cfg.default_garments if g in pipeline.closet]
+        self.jpeg_quality = cfg.jpeg_quality
+        self.pose_wait_ms = cfg.pose_wait_ms
+        self.draw_skeleton = False
+        self.received = 0
+        self.sent = 0
+        self.errors = 0
+        self.send_rate = RateMeter()
+        self.latency_ms = Rolling(256)
+        self.stage_ms = {k: Rolling(256) for k in ("decode", "render", "encode")}
+
+    # -- receiver (handler thread) --------------------------------------------------------
+    def run(self) -> None:
+        worker = self.pipeline.worker
+        worker.register(self.id, self.timeline)
+        metrics.ACTIVE_CLIENTS.inc()
+        sender = threading.Thread(target=self._send_loop, name=f"session-{self.id}", daemon=True)
+        sender.start()
+        self.log.info("connected from %s", self.remote)
+        self.queue_json(
+            {
+                "type": "hello",
+                "session": self.id,
+                "look": self.look,
+                "backend": worker.backend.name,
+                "device": worker.backend.device,
+                "limits": {"max_frame_bytes": self.pipeline.config.max_frame_bytes},
+            }
+        )
+        try:
+            while self._closing is None:
+                msg = self.ws.receive(timeout=1.0)
+                if msg is None:
+                    if not self.ws.connected:
+                        break
+                    continue
+                if isinstance(msg, (bytes, bytearray)):
+                    self._on_frame(msg)
+                else:
+                    self._on_text(msg)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.frames.close()  # wakes the sender, which exits
+            worker.unregister(self.id)
+            sender.join(2.0)
+            if sender.is_alive():  # blocked in sendall on a reader that stopped reading
+                self._abort_socket()
+                sender.join(2.0)
+            metrics.ACTIVE_CLIENTS.dec()
+            dropped = self.frames.dropped + self.inbox.dropped
+            self.log.info("closed: received=%d sent=%d dropped=%d errors=%d", self.received, self.sent, dropped, self.errors)
+
+    def _on_frame(self, data: bytes) -> None:
+        self.received += 1
+        metrics.FRAMES_RECEIVED.inc()
+        try:
+            frame = parse_frame(data, now_ms())
+            codec.jpeg_size(frame.jpeg, self.pipeline.limits)  # header only: cheap, catches most bad input
+        except (ProtocolError, ImageError) as exc:
+            fid = int.from_bytes(data[4:8], "little") if len(data) >= 8 else None
+            self.error(exc.code, str(exc), fid)
+            return
+        try:
+            if self.frames.put(frame) is not None:
+                metrics.FRAMES_DROPPED.labels("render").inc()
+        except SlotClosed:
+            return
+        self.pipeline.worker.submit(self.id, frame)
+
+    def _on_text(self, text: str) -> None:
+        try:
+            msg = parse_control(text)
+        except ProtocolError as exc:
+            self.error(exc.code, str(exc))
+            return
+        if isinstance(msg, SelectGarments):
+            missing = [g for g in msg.garments if g not in self.pipeline.closet]
+            if missing:
+                self.error("unknown_garment", f"no garment(s) {', '.join(missing)} in the closet")
+                return
+            # Bottom layers first, so each layer is drawn over the ones below it.
+            self.look = sorted(msg.garments, key=lambda g: self.pipeline.closet.get(g).layer)
+            self.queue_json({"type": "look", "garments": self.look})
+        elif isinstance(msg, Settings):
+            if msg.jpeg_quality is not None:
+                self.jpeg_quality = msg.jpeg_quality
+            if msg.pose_wait_ms is not None:
+                self.pose_wait_ms = msg.pose_wait_ms
+            if msg.draw_skeleton is not None:
+                self.draw_skeleton = msg.draw_skeleton
+            self.queue_json({"type": "settings", "jpeg_quality": self.jpeg_quality, "pose_wait_ms": self.pose_wait_ms, "draw_skeleton": self.draw_skeleton})
+        elif isinstance(msg, Ping):
+            self.queue_json({"type": "pong", "t": msg.t, "server_ms": now_ms()})
+
+    def error(self, code: str, message: str, frame_id: int | None = None) -> None:
+        """Tell the client what was wrong; the stream goes on unless errors keep coming."""
+        self.errors += 1
+        metrics.FRAME_ERRORS.labels(code).inc()
+        self.log.info("client error %s: %s", code, message)
+        payload = {"type": "error", "code": code, "message": message}
+        if frame_id is not None:
+            payload["frame_id"] = frame_id
+        self.queue_json(payload)
+        if self.errors >= self.pipeline.config.max_errors:
+            self.close(1008, f"too many bad messages ({self.errors})")
+
+    def queue_json(self, payload: dict) -> None:
+        with self._cond:
+            self._texts.append(json.dumps(payload, separators=(",", ":")))
+            self._cond.notify_all()
+
+    def close(self, code: int, reason: str) -> None:
+        with self._cond:
+            self._closing = (code, reason)
+            self._cond.notify_all()
+
+    def _abort_socket(self) -> None:
+        import socket
+
+        try:
+            self.ws.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    # -- renderer / sender thread -----------------------------------------------------------
+    def _next(self, timeout: float) -> tuple[list[str], ClientFrame | None, bool]:
+        with self._cond:
+            if not self._texts and self.frames.peek() is None and not self.frames.closed and self._closing is None:
+                self._cond.wait(timeout)
+            texts = list(self._texts)
+            self._texts.clear()
+            return texts, self.frames.take(), self.frames.closed or self._closing is not None
+
+    def _send_loop(self) -> None:
+        next_stats = time.monotonic() + self.pipeline.config.stats_interval_s
+        try:
+            while True:
+                texts, frame, stopping = self._next(0.25)
+                for text in texts:
+                    self.sender.send(text)
+                if frame is not None:
+                    self._render_and_send(frame)
+                if time.monotonic() >= next_stats:
+                    self.sender.send(json.dumps(self.stats()))
+                    next_stats = time.monotonic() + self.pipeline.config.stats_interval_s
+                if stopping:
+                    if self._closing is not None:
+                        self.ws.close(*self._closing)
+                    return
+        except ConnectionClosed:
+            return
+        except Exception:
+            self.log.exception("sender failed")
+            self._abort_socket()
+
+    def _render_and_send(self, frame: ClientFrame) -> None:
+        t0 = time.perf_counter()
+        try:
+            image = codec.decode(frame.jpeg, "BGR", self.pipeline.limits)
+        except ImageError as exc:
+            self.error(exc.code, str(exc), frame.frame_id)
+            return
+        t1 = time.perf_counter()
+        if self.pose_wait_ms > 0:
+            self.timeline.wait_for(frame.capture_ms, self.pose_wait_ms / 1000.0)
+        pose = self.timeline.smoothed(frame.capture_ms)
+        try:
+            annotators = [self.pipeline.annotator(g) for g in self.look]
+        except KeyError:  # a garment left the closet: drop it from the look
+            self.look = [g for g in self.look if g in self.pipeline.closet]
+            annotators = [self.pipeline.annotator(g) for g in self.look]
+        if self.draw_skeleton:
+            annotators.append(SkeletonAnnotator())
+        image = render_frame(image, pose, annotators)
+        t2 = time.perf_counter()
+        jpeg = codec.encode(image, self.jpeg_quality)
+        t3 = time.perf_counter()
+        sent_ms = now_ms()
+        header = ReplyHeader(
+            frame.frame_id, frame.capture_ms, frame.received_ms, pose.pose_done_ms, sent_ms, pose.source, pose.persons
+        )
+        self.sender.send(pack_reply(header, jpeg))
+        self.sent += 1
+        self.send_rate.tick()
+        latency = sent_ms - frame.received_ms
+        self.latency_ms.add(latency)
+        for key, dt in (("decode", t1 - t0), ("render", t2 - t1), ("encode", t3 - t2)):
+            self.stage_ms[key].add(dt * 1000.0)
+            metrics.STAGE_MS.labels(key).observe(dt * 1000.0)
+        metrics.LATENCY_MS.observe(latency)
+        metrics.FRAMES_SENT.inc()
+
+    def stats(self) -> dict:
+        worker = self.pipeline.worker.snapshot()
+        return {
+            "type": "stats",
+            "received": self.received,
+            "sent": self.sent,
+            "dropped": self.frames.dropped + self.inbox.dropped,
+            "errors": self.errors,
+            "output_fps": round(self.send_rate.rate(), 2),
+            "latency_ms_p50": self.latency_ms.median(),
+            "stage_ms": {k: v.median() for k, v in self.stage_ms.items()},
+            "pose_fps": worker["pose_fps"],
+            "mean_batch_size": worker["mean_batch_size"],
+            "clients": worker["clients"],
+            "backend": worker["backend"],
+            "device": worker["device"],
+        }
