@@ -1,0 +1,312 @@
+"""``smart-closet bench``: N WebSocket clients stream a video at F FPS; we measure what returns.
+
+Frames are letterboxed to the requested size and JPEG-encoded once up front (a browser encodes
+on its own machine; the server's CPU should be spent on the server's work). Each client sends
+on its own clock with real capture timestamps, reads replies on another thread, and keeps
+nothing but counters and bounded samples. The first ``warmup`` seconds are not counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import simple_websocket
+
+from . import codec
+from .stream.protocol import ProtocolError, pack_frame, parse_reply
+from .stream.transport import FrameSender
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchConfig:
+    video: str
+    clients: int = 1
+    seconds: float = 10.0
+    fps: float = 30.0
+    size: tuple[int, int] = (1280, 720)
+    url: str | None = None
+    backend: str = "auto"
+    port: int = 0
+    warmup: float = 2.0
+    jpeg_quality: int = 80
+
+
+def letterbox(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    w, h = size
+    s = min(w / frame.shape[1], h / frame.shape[0])
+    nw, nh = max(1, round(frame.shape[1] * s)), max(1, round(frame.shape[0] * s))
+    out = np.zeros((h, w, 3), np.uint8)
+    x0, y0 = (w - nw) // 2, (h - nh) // 2
+    out[y0 : y0 + nh, x0 : x0 + nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def load_frames(path: str, size: tuple[int, int], quality: int = 80, limit: int = 300) -> list[bytes]:
+    cap = cv2.VideoCapture(path)
+    frames = []
+    while len(frames) < limit:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(codec.encode(letterbox(frame, size), quality))
+    cap.release()
+    if not frames:
+        raise RuntimeError(f"no frames could be read from {path}")
+    return frames
+
+
+@dataclass
+class ClientResult:
+    sent: int = 0
+    received: int = 0
+    errors: int = 0
+    rtt_ms: list[float] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)
+    pose_sources: dict[str, int] = field(default_factory=dict)
+    last_stats: dict = field(default_factory=dict)
+
+
+class BenchClient:
+    def __init__(self, url: str, frames: list[bytes], fps: float, offset: int) -> None:
+        self.ws = simple_websocket.Client.connect(url, receive_bytes=65536)
+        self.sender = FrameSender(self.ws)
+        self.frames = frames
+        self.fps = fps
+        self.offset = offset  # clients start at different points of the video
+        self.result = ClientResult()
+        self.measuring = False
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._send, daemon=True), threading.Thread(target=self._recv, daemon=True)]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self) -> None:
+        self._threads[0].join(5)
+        deadline = time.monotonic() + 1.0  # let the last replies arrive
+        while time.monotonic() < deadline and self.ws.connected:
+            time.sleep(0.05)
+        try:
+            self.ws.close()
+        except Exception:  # already closed by the server
+            pass
+        self._threads[1].join(5)
+
+    def _send(self) -> None:
+        period = 1.0 / self.fps
+        t0 = time.monotonic()
+        k = 0
+        while not self._stop.is_set():
+            delay = t0 + k * period - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            jpeg = self.frames[(k + self.offset) % len(self.frames)]
+            try:
+                self.sender.send(pack_frame(k, time.time() * 1000.0, jpeg))
+            except simple_websocket.ConnectionClosed:
+                return
+            if self.measuring:
+                self.result.sent += 1
+            k += 1
+
+    def _recv(self) -> None:
+        r = self.result
+        while True:
+            try:
+                msg = self.ws.receive(timeout=0.5)
+            except simple_websocket.ConnectionClosed:
+                return
+            if msg is None:
+                if not self.ws.connected:
+                    return
+                continue
+            now = time.time() * 1000.0
+            if isinstance(msg, str):
+                m = json.loads(msg)
+                if m.get("type") == "stats":
+                    r.last_stats = m
+                elif m.get("type") == "error" and self.measuring:
+                    r.errors += 1
+                continue
+            try:
+                head, _ = parse_reply(msg)
+            except ProtocolError:
+                r.errors += 1
+                continue
+            if not self.measuring:
+                continue
+            r.received += 1
+            r.rtt_ms.append(now - head.capture_ms)
+            r.latency_ms.append(head.sent_ms - head.received_ms)
+            r.pose_sources[head.pose_source] = r.pose_sources.get(head.pose_source, 0) + 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def _wait_healthy(base: str, proc: subprocess.Popen | None, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server at {base} not healthy after {timeout:.0f} s")
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12]) + int(parts[13]) + int(parts[14])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _server_pids(proc: subprocess.Popen) -> list[int]:
+    """The server process and its children (gunicorn's worker)."""
+    pids = [proc.pid]
+    try:
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    return pids
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 2) if values else None
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    frames = load_frames(cfg.video, cfg.size, cfg.jpeg_quality)
+    proc = None
+    if cfg.url:
+        ws_url = cfg.url
+        base = ws_url.replace("ws://", "http://").replace("wss://", "https://").rsplit("/ws", 1)[0]
+    else:
+        port = cfg.port or _free_port()
+        cmd = [
+            sys.executable, "-m", "smartcloset", "--log-level", "warning", "serve", "--port", str(port),
+            "--backend", cfg.backend, "--max-clients", str(max(cfg.clients + 4, 32)),
+        ]
+        proc = subprocess.Popen(cmd)
+        base, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws"
+    try:
+        _wait_healthy(base, proc)
+        clients = [BenchClient(ws_url, frames, cfg.fps, i * 7) for i in range(cfg.clients)]
+        for c in clients:
+            c.start()
+        time.sleep(cfg.warmup)
+        before = _get_json(base + "/api/stats")
+        pids = _server_pids(proc) if proc else []
+        cpu0 = sum(filter(None, (_cpu_seconds(p) for p in pids)))
+        t0 = time.monotonic()
+        for c in clients:
+            c.measuring = True
+        time.sleep(cfg.seconds)
+        for c in clients:
+            c.measuring = False
+        window = time.monotonic() - t0
+        after = _get_json(base + "/api/stats")
+        cpu1 = sum(filter(None, (_cpu_seconds(p) for p in pids)))
+        for c in clients:
+            c.stop()
+        for c in clients:
+            c.join()
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    results = [c.result for c in clients]
+    out_fps = [r.received / window for r in results]
+    in_fps = [r.sent / window for r in results]
+    rtt = [v for r in results for v in r.rtt_ms]
+    lat = [v for r in results for v in r.latency_ms]
+    sources: dict[str, int] = {}
+    for r in results:
+        for k, v in r.pose_sources.items():
+            sources[k] = sources.get(k, 0) + v
+    stage = {}
+    for key in ("decode", "render", "encode"):
+        vals = [r.last_stats.get("stage_ms", {}).get(key) for r in results]
+        vals = [v for v in vals if v is not None]
+        stage[key] = round(float(np.median(vals)), 2) if vals else None
+    stage["pose"] = after.get("pose_ms_p50") and round(after["pose_ms_p50"], 2)
+    stage["pose_decode"] = after.get("pose_decode_ms_p50") and round(after["pose_decode_ms_p50"], 2)
+    return {
+        "clients": cfg.clients,
+        "size": f"{cfg.size[0]}x{cfg.size[1]}",
+        "seconds": round(window, 2),
+        "input_fps": round(float(np.median(in_fps)), 2),
+        "output_fps": round(float(np.median(out_fps)), 2),
+        "output_fps_p5": round(float(np.percentile(out_fps, 5)), 2),
+        "processed_fps": round((after["processed"] - before["processed"]) / window, 2),
+        "latency_ms": {"p50": _pct(lat, 50), "p95": _pct(lat, 95), "p99": _pct(lat, 99)},
+        "rtt_ms": {"p50": _pct(rtt, 50), "p95": _pct(rtt, 95)},
+        "dropped_frames": sum(r.last_stats.get("dropped", 0) for r in results),
+        "unanswered_frames": sum(max(r.sent - r.received, 0) for r in results),
+        "errors": sum(r.errors for r in results),
+        "mean_batch_size": after.get("mean_batch_size") and round(after["mean_batch_size"], 2),
+        "stage_ms": stage,
+        "pose_sources": sources,
+        "server_cpu_percent": round(100.0 * (cpu1 - cpu0) / window, 1) if pids else None,
+        "backend": after.get("backend"),
+        "device": after.get("device"),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def print_table(result: dict, out) -> None:
+    lat, rtt, st = result["latency_ms"], result["rtt_ms"], result["stage_ms"]
+    rows = [
+        ("clients", result["clients"]),
+        ("input FPS / client", result["input_fps"]),
+        ("output FPS / client (median, p5)", f"{result['output_fps']}, {result['output_fps_p5']}"),
+        ("pose FPS (all clients)", result["processed_fps"]),
+        ("latency ms p50/p95/p99", f"{lat['p50']} / {lat['p95']} / {lat['p99']}"),
+        ("round trip ms p50/p95", f"{rtt['p50']} / {rtt['p95']}"),
+        ("dropped / unanswered", f"{result['dropped_frames']} / {result['unanswered_frames']}"),
+        ("mean batch size", result["mean_batch_size"]),
+        ("stage ms (median)", ", ".join(f"{k} {v}" for k, v in st.items())),
+        ("pose sources", ", ".join(f"{k} {v}" for k, v in sorted(result["pose_sources"].items()))),
+        ("server CPU %", result["server_cpu_percent"]),
+        ("backend / device", f"{result['backend']} / {result['device']}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        out.write(f"{k:<{width}}  {v}\n")

@@ -1,0 +1,97 @@
+"""Shared fixtures: the shared test material, a real app and a real server on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from smartcloset import codec
+from smartcloset.bench import letterbox
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    if not (FIXTURES / "video" / "pose_squats.mp4").is_file():
+        pytest.skip(f"shared test material not found at {FIXTURES} (a clone outside the workplace)")
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def video_frames(fixtures_dir) -> list[np.ndarray]:
+    """The person video as 1280x720 BGR frames (letterboxed, like a landscape webcam)."""
+    cap = cv2.VideoCapture(str(fixtures_dir / "video" / "pose_squats.mp4"))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(letterbox(frame, (1280, 720)))
+    cap.release()
+    assert len(frames) > 30
+    return frames
+
+
+@pytest.fixture(scope="session")
+def video_jpegs(video_frames) -> list[bytes]:
+    return [codec.encode(f, 85) for f in video_frames]
+
+
+@pytest.fixture(scope="session")
+def people_truth(fixtures_dir) -> list[tuple[Path, np.ndarray]]:
+    data = json.loads((fixtures_dir / "people" / "tflite_pose_coco17.json").read_text())
+    out = []
+    for img in data["images"]:
+        ann = next(a for a in data["annotations"] if a["image_id"] == img["id"])
+        out.append((fixtures_dir / "people" / img["file_name"], np.array(ann["keypoints"], np.float32).reshape(17, 3)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def app():
+    """One real app (MediaPipe backend on the CPU) for the whole test session."""
+    from smartcloset.server import create_app
+
+    application = create_app({"TESTING": True, "max_clients": 6, "stats_interval_s": 0.5, "max_errors": 12})
+    yield application
+    application.extensions["smartcloset"].stop()
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+class LiveServer:
+    def __init__(self, app) -> None:
+        from werkzeug.serving import make_server
+
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.port = self.server.server_port
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def live_server(app):
+    """The app on a real socket (Werkzeug's threaded server; `serve` itself is tested in test_cli)."""
+    server = LiveServer(app)
+    yield server
+    server.stop()

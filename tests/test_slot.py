@@ -1,0 +1,76 @@
+import threading
+import time
+
+import pytest
+
+from smartcloset.stream.slot import NewestSlot, SlotClosed
+from smartcloset.stream.transport import BoundedInbox
+
+
+def test_newest_frame_wins_and_drops_are_counted():
+    slot: NewestSlot[int] = NewestSlot()
+    assert slot.put(1) is None
+    assert slot.put(2) == 1
+    assert slot.put(3) == 2
+    assert slot.get(0) == 3
+    assert (slot.put_count, slot.dropped) == (3, 2)
+    assert slot.get(0.01) is None
+
+
+def test_get_waits_for_a_producer():
+    slot: NewestSlot[str] = NewestSlot()
+    threading.Timer(0.05, slot.put, args=("frame",)).start()
+    assert slot.get(2.0) == "frame"
+
+
+def test_close_wakes_waiters_and_refuses_puts():
+    slot: NewestSlot[int] = NewestSlot()
+    result = []
+
+    def consumer():
+        try:
+            slot.get()
+        except SlotClosed:
+            result.append("closed")
+
+    t = threading.Thread(target=consumer)
+    t.start()
+    time.sleep(0.05)
+    slot.close()
+    t.join(2)
+    assert result == ["closed"]
+    with pytest.raises(SlotClosed):
+        slot.put(1)
+
+
+def test_slots_sharing_a_condition_wake_one_consumer():
+    cond = threading.Condition()
+    a, b = NewestSlot(cond), NewestSlot(cond)
+    got = []
+
+    def consumer():
+        with cond:
+            cond.wait_for(lambda: a.peek() is not None or b.peek() is not None, 2)
+        got.append((a.take(), b.take()))
+
+    t = threading.Thread(target=consumer)
+    t.start()
+    time.sleep(0.02)
+    b.put("x")
+    t.join(2)
+    assert got == [(None, "x")]
+
+
+def test_memory_stays_at_one_item_under_a_fast_producer():
+    slot: NewestSlot[bytes] = NewestSlot()
+    for i in range(10_000):
+        slot.put(bytes(10))
+    assert slot.dropped == 9_999 and slot.take() is not None and slot.take() is None
+
+
+def test_bounded_inbox_keeps_newest():
+    inbox = BoundedInbox(3, [1, 2])
+    for i in range(3, 10):
+        inbox.append(i)
+    assert list(inbox) == [7, 8, 9] and inbox.dropped == 6
+    assert inbox.pop(0) == 7 and len(inbox) == 2
