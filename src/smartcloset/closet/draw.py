@@ -60,10 +60,10 @@ def _curve(a, ctrl, b, n: int = 16) -> list[tuple[float, float]]:
 
 def tshirt_geometry() -> tuple[list[tuple[float, float]], dict[str, tuple[float, float]]]:
     """Outline (wearer's right half drawn on the image's left, then mirrored) and anchors."""
-    d = np.array([-0.643, 0.766])  # upper-arm direction in the drawing: 50 deg below horizontal
+    d = np.array([-0.500, 0.866])  # upper-arm direction in the drawing: 60 deg below horizontal
     shoulder_top = np.array([140.0, 86.0])
     sleeve_top_end = shoulder_top + 100 * d
-    sleeve_low_end = sleeve_top_end + 80 * np.array([0.766, 0.643])
+    sleeve_low_end = sleeve_top_end + 80 * np.array([0.866, 0.500])
     right = [
         (222.0, 60.0),  # neck side
         tuple(shoulder_top),
@@ -147,7 +147,7 @@ def draw_tshirt(color_bgr: tuple[int, int, int], seed: int = 7) -> tuple[np.ndar
     _line(ink_mask, _curve((156.0, 414.0), (CX, 430.0), (W - 156.0, 414.0), 16), 1.0, 1.0, dashed=True)
     for side in (outline[2:4], _mirror(outline[2:4])):
         a, b = np.array(side[0]), np.array(side[1])
-        inward = np.array([0.643, -0.766]) if side[0][0] < CX else np.array([-0.643, -0.766])
+        inward = np.array([0.500, -0.866]) if side[0][0] < CX else np.array([-0.500, -0.866])
         _line(ink_mask, [tuple(a + 12 * inward), tuple(b + 12 * inward)], 1.0, 1.0, dashed=True)
     ink[:] = seam
     img = img * (1 - ink_mask[..., None]) + ink * ink_mask[..., None]

@@ -50,15 +50,22 @@ class GarmentMesh:
     weights: np.ndarray  # (N, 3): torso, left sleeve, right sleeve; rows sum to 1
     anchors: dict[str, np.ndarray]
 
+    depth: np.ndarray  # (N, 2): signed distance into the left / right sleeve (<= 0: torso)
+
     @property
     def parts(self) -> list[np.ndarray]:
         """Triangles of each part (torso, left sleeve, right sleeve), to draw as layers.
 
-        Separate layers matter where parts overlap (arms down, a sleeve over the torso): a
-        transparent corner of a sleeve triangle must not punch a hole in the torso below it.
+        A triangle with any vertex inside a sleeve belongs to that sleeve, so every torso
+        vertex has sleeve weight 0: the torso layer is a pure homography and cannot fold. The
+        sleeve layers are drawn over it (where an arm lies against the body, the underarm cloth
+        of the sleeve bunches there, as real cloth does). Separate layers also mean a
+        transparent corner of a sleeve triangle never punches a hole in the torso below it.
         """
-        dominant = self.weights[self.triangles].mean(axis=1).argmax(axis=1)
-        return [self.triangles[dominant == p] for p in range(3) if (dominant == p).any()]
+        inside = self.depth[self.triangles] > 0  # (T, 3, 2)
+        left, right = inside[..., 0].any(axis=1), inside[..., 1].any(axis=1)
+        torso = ~left & ~right
+        return [t for t in (self.triangles[torso], self.triangles[left & ~right], self.triangles[right]) if len(t)]
 
     @classmethod
     def build(cls, garment: Garment, alpha: np.ndarray, cells: int = GRID_CELLS) -> GarmentMesh:
@@ -83,29 +90,36 @@ class GarmentMesh:
                     tris.append((v, v + 1, v + nx + 1))
                     tris.append((v, v + nx + 1, v + nx))
         triangles = np.array(tris, dtype=np.int32).reshape(-1, 3)
-        return cls(verts, triangles, cls._sleeve_weights(verts, a), a)
+        depth = cls._sleeve_depth(verts, a)
+        band = 0.3 * np.linalg.norm(a["left_shoulder"] - a["right_shoulder"]) if "left_shoulder" in a else 1.0
+        sleeves = _smoothstep(depth / band)  # 0 on the seams, 1 a band's width inside the sleeve
+        weights = np.column_stack([1.0 - sleeves.sum(axis=1), sleeves])
+        return cls(verts, triangles, weights, a, depth)
 
     @staticmethod
-    def _sleeve_weights(verts: np.ndarray, a: dict[str, np.ndarray]) -> np.ndarray:
-        n = len(verts)
-        wts = np.zeros((n, 3))
-        if "left_shoulder" in a and "right_shoulder" in a:
-            shoulder_w = np.linalg.norm(a["left_shoulder"] - a["right_shoulder"])
-            center_x = (a["left_shoulder"][0] + a["right_shoulder"][0]) / 2
-            band = 0.07 * shoulder_w
-            for col, side in ((1, "left"), (2, "right")):
-                sh, pit, elb = a.get(f"{side}_shoulder"), a.get(f"{side}_armpit"), a.get(f"{side}_elbow")
-                if sh is None or pit is None or elb is None:
-                    continue
-                seam = pit - sh
-                normal = _perp(seam / np.linalg.norm(seam))
-                if np.dot(elb - sh, normal) < 0:  # point the normal toward the sleeve
-                    normal = -normal
-                dist = (verts - sh) @ normal
-                same_side = np.sign(verts[:, 0] - center_x) == np.sign(sh[0] - center_x)
-                wts[:, col] = np.where(same_side, _smoothstep((dist + band) / (2 * band)), 0.0)
-        wts[:, 0] = 1.0 - wts[:, 1:].sum(axis=1)
-        return wts
+    def _sleeve_depth(verts: np.ndarray, a: dict[str, np.ndarray]) -> np.ndarray:
+        """Per vertex, how far (garment px) it lies inside the left and right sleeve.
+
+        A sleeve is what lies beyond the armhole seam (shoulder->armpit) and, below the
+        armpit, outside the side seam. Negative: on the torso side.
+        """
+        depth = np.full((len(verts), 2), -1e9)
+        if "left_shoulder" not in a or "right_shoulder" not in a:
+            return depth
+        across, down = _axes(a["left_shoulder"], a["right_shoulder"])
+        for col, side in ((0, "left"), (1, "right")):
+            sh, pit, elb = a.get(f"{side}_shoulder"), a.get(f"{side}_armpit"), a.get(f"{side}_elbow")
+            if sh is None or pit is None or elb is None:
+                continue
+            outward = across if side == "left" else -across
+            normal = _perp((pit - sh) / np.linalg.norm(pit - sh))
+            if np.dot(normal, outward) < 0:  # point the normal toward the sleeve
+                normal = -normal
+            beyond_armhole = (verts - sh) @ normal
+            above_armpit = (pit - verts) @ down  # > 0: above the armpit, where no side seam limits
+            beyond_side = np.maximum((verts - pit) @ outward, above_armpit)
+            depth[:, col] = np.minimum(beyond_armhole, beyond_side)
+        return depth
 
 
 @dataclass

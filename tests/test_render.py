@@ -1,0 +1,223 @@
+"""Garment format, mesh geometry, the warp and the compositing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from smartcloset.closet.draw import starter_garments
+from smartcloset.closet.garment import GarmentError, load_garment
+from smartcloset.closet.store import STARTER_DIR, Closet
+from smartcloset.pose.timeline import TimedKeypoints
+from smartcloset.pose.types import KP
+from smartcloset.render.annotators import GarmentAnnotator, SkeletonAnnotator, render_frame
+from smartcloset.render.composite import composite, premultiply
+from smartcloset.render.mesh import GarmentMesh, body_frame, skin
+from smartcloset.render.warp import warp_mesh
+
+
+@pytest.fixture(scope="module")
+def garment():
+    return load_garment(STARTER_DIR / "tshirt-navy.json")
+
+
+def standing_keypoints(scale: float = 1.0, dx: float = 0.0) -> np.ndarray:
+    """A frontal person in a 1280x720 frame (their left on the image's right)."""
+    pts = {
+        "nose": (640, 140), "left_eye": (650, 130), "right_eye": (630, 130), "left_ear": (660, 135), "right_ear": (620, 135),
+        "left_shoulder": (710, 220), "right_shoulder": (570, 220), "left_elbow": (740, 330), "right_elbow": (540, 330),
+        "left_wrist": (750, 430), "right_wrist": (530, 430), "left_hip": (690, 440), "right_hip": (590, 440),
+        "left_knee": (690, 570), "right_knee": (590, 570), "left_ankle": (690, 700), "right_ankle": (590, 700),
+    }
+    kp = np.zeros((17, 3), np.float32)
+    for name, (x, y) in pts.items():
+        kp[KP[name]] = (640 + (x - 640) * scale + dx, 360 + (y - 360) * scale, 1.0)
+    return kp
+
+
+# -- format ----------------------------------------------------------------------------------
+
+
+def test_starter_garments_load(garment):
+    ids = [g.id for g in Closet(user_dir="/nonexistent").list()]
+    assert {"tshirt-navy", "tshirt-white", "tshirt-red"} <= set(ids)
+    assert garment.category == "top" and garment.rgba.shape[2] == 4
+
+
+def test_starter_files_are_what_the_drawing_code_draws():
+    for meta, rgba in starter_garments():
+        shipped = cv2.imread(str(STARTER_DIR / f"{meta['id']}.png"), cv2.IMREAD_UNCHANGED)
+        assert shipped.shape == rgba.shape
+        assert np.abs(shipped.astype(int) - rgba).max() <= 1, meta["id"]
+
+
+@pytest.mark.parametrize(
+    "patch, field",
+    [
+        ({"schema": 2}, "schema"),
+        ({"id": "../evil"}, "id"),
+        ({"category": "hat"}, "category"),
+        ({"image": "../x.png"}, "image"),
+        ({"image": "missing.png"}, "image"),
+        ({"anchors": {"left_shoulder": [1, 2]}}, "anchors"),
+        ({"anchors": {"left_knee_cap": [1, 2]}}, "anchors.left_knee_cap"),
+        ({"anchors": "x"}, "anchors"),
+        ({"layer": "top"}, "layer"),
+        ({"license": 5}, "license"),
+    ],
+)
+def test_broken_sidecars_name_the_file_and_field(tmp_path, patch, field):
+    data = json.loads((STARTER_DIR / "tshirt-navy.json").read_text())
+    shutil.copy(STARTER_DIR / "tshirt-navy.png", tmp_path / "tshirt-navy.png")
+    data.update(patch)
+    if field == "anchors.left_knee_cap":
+        data["anchors"] = dict(json.loads((STARTER_DIR / "tshirt-navy.json").read_text())["anchors"], left_knee_cap=[1, 2])
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(GarmentError) as err:
+        load_garment(path)
+    assert str(path) in str(err.value) and repr(field) in str(err.value)
+
+
+def test_closet_skips_a_broken_file_and_keeps_the_rest(tmp_path):
+    (tmp_path / "bad.json").write_text("{not json")
+    closet = Closet(tmp_path)
+    assert "tshirt-navy" in closet and len(closet.errors) == 1 and "bad.json" in closet.errors[0]
+
+
+# -- mesh ------------------------------------------------------------------------------------
+
+
+def test_anchors_land_on_the_keypoints(garment):
+    mesh = GarmentMesh.build(garment, garment.rgba[..., 3])
+    kp = standing_keypoints()
+    body = body_frame(kp, mesh)
+    # Map the anchor points themselves through the skinning (as extra vertices of the mesh).
+    names = ["left_shoulder", "right_shoulder", "left_hip", "right_hip"]
+    probe = GarmentMesh(np.array([mesh.anchors[n] for n in names]), mesh.triangles[:0], np.tile([1.0, 0, 0], (4, 1)), mesh.anchors, np.zeros((4, 2)))
+    got = skin(probe, body)
+    want = np.array([kp[KP[n], :2] for n in names])
+    assert np.abs(got - want).max() < 0.5
+
+
+def test_sleeves_follow_the_upper_arm(garment):
+    mesh = GarmentMesh.build(garment, garment.rgba[..., 3])
+    for elbow in ((800, 220), (760, 330), (650, 300)):  # arm out, down, across the body
+        kp = standing_keypoints()
+        kp[KP["left_elbow"], :2] = elbow
+        body = body_frame(kp, mesh)
+        a = mesh.anchors
+        probe = GarmentMesh(np.array([a["left_elbow"]]), mesh.triangles[:0], np.array([[0.0, 1.0, 0.0]]), a, np.ones((1, 2)))
+        assert np.abs(skin(probe, body)[0] - elbow).max() < 0.5
+
+
+def orientation(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    p = points[triangles]
+    return np.sign((p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (p[:, 1, 1] - p[:, 0, 1]) * (p[:, 2, 0] - p[:, 0, 0]))
+
+
+@pytest.mark.parametrize("scale, dx", [(1.0, 0.0), (0.6, -200.0), (1.4, 150.0)])
+@pytest.mark.parametrize("elbow", [(740, 330), (760, 330), (800, 300)])  # arms down to half raised
+def test_no_triangle_folds_over_in_a_normal_pose(garment, scale, dx, elbow):
+    mesh = GarmentMesh.build(garment, garment.rgba[..., 3])
+    kp = standing_keypoints()
+    kp[KP["left_elbow"], :2], kp[KP["right_elbow"], :2] = elbow, (1280 - elbow[0], elbow[1])
+    kp[:, :2] = (kp[:, :2] - (640, 360)) * scale + (640 + dx, 360)
+    dst = skin(mesh, body_frame(kp, mesh))
+    for part in mesh.parts:
+        assert (orientation(dst, part) == orientation(mesh.vertices, part)).all()
+
+
+@pytest.mark.parametrize("elbow", [(700, 330), (720, 330), (850, 220), (830, 130)])  # pressed in, raised
+def test_extreme_arms_fold_only_the_underarm_band_never_the_torso(garment, elbow):
+    mesh = GarmentMesh.build(garment, garment.rgba[..., 3])
+    kp = standing_keypoints()
+    kp[KP["left_elbow"], :2], kp[KP["right_elbow"], :2] = elbow, (1280 - elbow[0], elbow[1])
+    dst = skin(mesh, body_frame(kp, mesh))
+    torso, *sleeves = mesh.parts
+    assert (orientation(dst, torso) == orientation(mesh.vertices, torso)).all()
+    for part in sleeves:
+        folded = part[orientation(dst, part) != orientation(mesh.vertices, part)]
+        assert len(folded) <= 0.2 * len(part)  # an arm across the body folds ~15 % of its sleeve
+        # Folds sit where the cloth bunches: next to the seam, never out in the sleeve.
+        assert (mesh.weights[folded][..., 1:].max(axis=-1) < 0.999).all()
+
+
+def test_missing_keypoints_degrade_gracefully(garment):
+    mesh = GarmentMesh.build(garment, garment.rgba[..., 3])
+    kp = standing_keypoints()
+    kp[KP["left_shoulder"], 2] = 0.05
+    assert body_frame(kp, mesh) is None  # no shoulders: nothing to dress
+    kp = standing_keypoints()
+    kp[[KP["left_elbow"], KP["right_elbow"], KP["left_hip"], KP["right_hip"]], 2] = 0.0
+    body = body_frame(kp, mesh)
+    dst = skin(mesh, body)
+    # Without elbows the sleeves hang beside the torso; without hips the torso keeps the
+    # garment's proportions: everything stays within a body-sized box around the shoulders.
+    assert np.isfinite(dst).all()
+    assert dst[:, 0].min() > 440 and dst[:, 0].max() < 840 and dst[:, 1].min() > 120 and dst[:, 1].max() < 560
+
+
+# -- warp and composite ----------------------------------------------------------------------
+
+
+def test_warp_of_an_affine_mesh_matches_warpaffine():
+    rng = np.random.default_rng(0)
+    tex = cv2.GaussianBlur(rng.integers(0, 255, (120, 160, 4), dtype=np.uint8), (0, 0), 3)
+    tex[..., 3] = 255
+    ys, xs = np.mgrid[0:121:20, 0:161:20]
+    src = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
+    nx = xs.shape[1]
+    tris = []
+    for j in range(ys.shape[0] - 1):
+        for i in range(nx - 1):
+            v = j * nx + i
+            tris += [(v, v + 1, v + nx + 1), (v, v + nx + 1, v + nx)]
+    tris = np.array(tris)
+    A = np.array([[1.3, 0.2, 50.0], [-0.15, 1.1, 40.0]])
+    dst = src @ A[:, :2].T + A[:, 2]
+    for step in (1, 2):
+        patch, (x0, y0) = warp_mesh(tex, src, tris, dst, (400, 300), map_step=step)
+        ref = cv2.warpAffine(tex, A, (400, 300), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        ref_roi = ref[y0 : y0 + patch.shape[0], x0 : x0 + patch.shape[1]]
+        inner = cv2.erode((patch[..., 3] == 255).astype(np.uint8), np.ones((5, 5))) > 0
+        diff = np.abs(patch[..., :3].astype(int) - ref_roi[..., :3])[inner]
+        assert inner.sum() > 10000 and diff.mean() < 1.0 and diff.max() <= 6, (step, diff.mean(), diff.max())
+
+
+def test_composite_premultiplied():
+    frame = np.full((4, 4, 3), 200, np.uint8)
+    bgra = np.zeros((2, 2, 4), np.uint8)
+    bgra[..., :3] = (0, 0, 255)
+    bgra[..., 3] = (255, 128, 0, 64)[0:2] + (0,) * 0 if False else np.array([[255, 128], [0, 64]])
+    composite(frame, premultiply(bgra), (1, 1))
+    assert tuple(frame[1, 1]) == (0, 0, 255)  # opaque
+    assert tuple(frame[2, 1]) == (200, 200, 200)  # transparent
+    assert abs(int(frame[1, 2, 0]) - 100) <= 1 and abs(int(frame[1, 2, 2]) - 228) <= 1  # half
+    assert tuple(frame[0, 0]) == (200, 200, 200)  # outside the patch
+
+
+def test_garment_lands_on_the_torso_and_leaves_the_background(garment):
+    frame = np.full((720, 1280, 3), (40, 160, 40), np.uint8)
+    out = render_frame(frame.copy(), TimedKeypoints(standing_keypoints(), "own"), [GarmentAnnotator(garment)])
+    changed = np.abs(out.astype(int) - frame).sum(axis=2) > 30
+    torso = changed[240:420, 600:680]
+    assert torso.mean() > 0.99  # chest to hips covered
+    assert not changed[:, :450].any() and not changed[:, 850:].any() and not changed[600:].any()
+    assert np.abs(out[330, 640].astype(int) - (92, 52, 28)).max() < 60  # navy, shaded
+
+
+def test_no_pose_no_change(garment):
+    frame = np.full((720, 1280, 3), 90, np.uint8)
+    out = render_frame(frame.copy(), TimedKeypoints(None, "none"), [GarmentAnnotator(garment), SkeletonAnnotator()])
+    assert np.array_equal(out, frame)
+
+
+def test_garment_partly_outside_the_frame(garment):
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    out = GarmentAnnotator(garment).annotate(frame, TimedKeypoints(standing_keypoints(1.0, 620.0), "own"))
+    assert out[:, 1180:].any() and not out[:, :1000].any()
