@@ -95,3 +95,27 @@ def live_server(app):
     server = LiveServer(app)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def video_truth(fixtures_dir, video_frames) -> list[np.ndarray]:
+    """Per-frame COCO-17 keypoints (model reference), in the 1280x720 letterboxed frames' pixels."""
+    data = json.loads((fixtures_dir / "video" / "pose_squats_coco17_per_frame.json").read_text())
+    s = 720 / data["height"]
+    x0 = (1280 - round(data["width"] * s)) // 2
+    out = []
+    for f in data["frames"]:
+        kp = np.array(f["keypoints"], np.float32).reshape(17, 3)
+        kp[:, 0] = kp[:, 0] * s + x0
+        kp[:, 1] *= s
+        out.append(kp)
+    return out
+
+
+def torso_box(kp: np.ndarray, shrink: float = 0.25) -> tuple[int, int, int, int]:
+    """The box between shoulders and hips, shrunk by ``shrink`` on each side: surely torso."""
+    pts = kp[[5, 6, 11, 12], :2]
+    x1, y1 = pts.min(axis=0)
+    x2, y2 = pts.max(axis=0)
+    dx, dy = (x2 - x1) * shrink, (y2 - y1) * shrink
+    return int(x1 + dx), int(y1 + dy), int(x2 - dx), int(y2 - dy)

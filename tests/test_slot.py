@@ -68,9 +68,11 @@ def test_memory_stays_at_one_item_under_a_fast_producer():
     assert slot.dropped == 9_999 and slot.take() is not None and slot.take() is None
 
 
-def test_bounded_inbox_keeps_newest():
-    inbox = BoundedInbox(3, [1, 2])
+def test_bounded_inbox_keeps_the_newest_frames_and_every_control_message():
+    inbox = BoundedInbox(3, [b"1", b"2"], text_limit=4)
     for i in range(3, 10):
-        inbox.append(i)
-    assert list(inbox) == [7, 8, 9] and inbox.dropped == 6
-    assert inbox.pop(0) == 7 and len(inbox) == 2
+        inbox.append(str(i).encode())
+        inbox.append(f"text{i}")
+    assert [x for x in inbox if isinstance(x, bytes)] == [b"7", b"8", b"9"] and inbox.dropped == 6
+    assert [x for x in inbox if isinstance(x, str)] == ["text6", "text7", "text8", "text9"] and inbox.dropped_text == 3
+    assert inbox.pop(0) == "text6" and len(inbox) == 6

@@ -25,6 +25,7 @@ class Pipeline:
     _annotators: dict[str, GarmentAnnotator] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _clients: int = 0
+    sessions: set = field(default_factory=set)  # live Session objects, for a clean shutdown
 
     @classmethod
     def start(cls, config: ServerConfig, backend: PoseBackend | None = None) -> Pipeline:
@@ -67,4 +68,6 @@ class Pipeline:
         return self._clients
 
     def stop(self) -> None:
+        for session in list(self.sessions):
+            session.shutdown()
         self.worker.stop()

@@ -74,6 +74,7 @@ class Session:
     def run(self) -> None:
         worker = self.pipeline.worker
         worker.register(self.id, self.timeline)
+        self.pipeline.sessions.add(self)
         metrics.ACTIVE_CLIENTS.inc()
         sender = threading.Thread(target=self._send_loop, name=f"session-{self.id}", daemon=True)
         sender.start()
@@ -88,9 +89,13 @@ class Session:
                 "limits": {"max_frame_bytes": self.pipeline.config.max_frame_bytes},
             }
         )
+        reported_text_drops = 0
         try:
             while self._closing is None:
                 msg = self.ws.receive(timeout=1.0)
+                if self.inbox.dropped_text > reported_text_drops:
+                    reported_text_drops = self.inbox.dropped_text
+                    self.error("too_many_messages", f"control messages arrive faster than they are read; {reported_text_drops} dropped")
                 if msg is None:
                     if not self.ws.connected:
                         break
@@ -104,6 +109,7 @@ class Session:
         finally:
             self.frames.close()  # wakes the sender, which exits
             worker.unregister(self.id)
+            self.pipeline.sessions.discard(self)
             sender.join(2.0)
             if sender.is_alive():  # blocked in sendall on a reader that stopped reading
                 self._abort_socket()
@@ -175,6 +181,11 @@ class Session:
         with self._cond:
             self._closing = (code, reason)
             self._cond.notify_all()
+
+    def shutdown(self, reason: str = "server shutting down") -> None:
+        """Close from outside (server stop): say why, then make sure the socket is gone."""
+        self.close(1001, reason)
+        threading.Timer(1.0, self._abort_socket).start()
 
     def _abort_socket(self) -> None:
         import socket

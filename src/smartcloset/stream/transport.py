@@ -33,22 +33,36 @@ class DeclineCompression:
 
 
 class BoundedInbox(deque):
-    """A receive queue that keeps only the newest ``limit`` messages (the list API simple-websocket uses)."""
+    """A receive queue (with the list API simple-websocket uses) that cannot grow without bound.
 
-    def __init__(self, limit: int, items=()) -> None:
+    Binary messages are video frames: past ``limit`` of them waiting, the oldest frame is
+    dropped (newest frame wins). Text messages are control messages and are never dropped for
+    a frame; past ``text_limit`` of them the oldest text is dropped too, and counted apart so
+    the session can tell the client it is sending control messages faster than they are read.
+    """
+
+    def __init__(self, limit: int, items=(), text_limit: int = 64) -> None:
         super().__init__()
         self.limit = limit
+        self.text_limit = text_limit
         self.dropped = 0
+        self.dropped_text = 0
         for item in items:
             self.append(item)
 
     def append(self, item) -> None:
-        while len(self) >= self.limit:
+        binary = isinstance(item, (bytes, bytearray))
+        same = [i for i, x in enumerate(self) if isinstance(x, (bytes, bytearray)) == binary]
+        if len(same) >= (self.limit if binary else self.text_limit):
             try:
-                self.popleft()
+                del self[same[0]]
             except IndexError:  # the reader took it meanwhile
-                break
-            self.dropped += 1
+                pass
+            else:
+                if binary:
+                    self.dropped += 1
+                else:
+                    self.dropped_text += 1
         super().append(item)
 
     def pop(self, index: int = -1):
