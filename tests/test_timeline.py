@@ -156,3 +156,13 @@ def test_smoothed_resets_after_the_person_leaves():
     assert tl.smoothed(1000.0).keypoints is None
     tl.add(1000.0, pose_at((500, 500)), 0, H)
     assert np.allclose(tl.smoothed(1000.0).keypoints[:, :2], (500, 500))  # no drag from the old pose
+
+
+def test_the_person_mask_travels_with_the_keypoints():
+    tl = KeypointTimeline()
+    mask_a, mask_b = np.zeros((4, 4), np.uint8), np.full((4, 4), 255, np.uint8)
+    a, b = pose_at((0, 0)), pose_at((10, 10))
+    a.mask, b.mask = mask_a, mask_b
+    tl.add(0.0, a, 0, H)
+    tl.add(100.0, b, 0, H)
+    assert tl.at(20.0).mask is mask_a and tl.at(80.0).mask is mask_b and tl.at(150.0).mask is mask_b

@@ -42,6 +42,7 @@ class BenchConfig:
     port: int = 0
     warmup: float = 2.0
     jpeg_quality: int = 80
+    serve_args: list[str] = field(default_factory=list)
 
 
 def letterbox(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -218,7 +219,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         port = cfg.port or _free_port()
         cmd = [
             sys.executable, "-m", "smartcloset", "--log-level", "warning", "serve", "--port", str(port),
-            "--backend", cfg.backend, "--max-clients", str(max(cfg.clients + 4, 32)),
+            "--backend", cfg.backend, "--max-clients", str(max(cfg.clients + 4, 32)), *cfg.serve_args,
         ]
         proc = subprocess.Popen(cmd)
         base, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws"

@@ -36,6 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_clients=args.max_clients,
         pose_wait_ms=args.pose_wait_ms,
         closet_dir=args.closet,
+        segmentation=args.segmentation,
     )
     if args.garment:
         cfg.default_garments = args.garment
@@ -93,6 +94,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         url=args.url,
         backend=args.backend,
         port=args.port,
+        serve_args=args.serve_arg or [],
     )
     result = run_bench(cfg)
     if args.json:
@@ -135,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pose-wait-ms", type=float, default=0.0, help="wait this long for a frame's own pose")
     s.add_argument("--garment", action="append", help="garment(s) worn by default (repeatable)")
     s.add_argument("--closet", help="closet folder (default: the user data dir)")
+    s.add_argument("--segmentation", action="store_true", help="also compute the person mask (~4 ms of CPU per posed frame)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("pose", help="find people and their COCO-17 keypoints in images")
@@ -162,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--url", help="bench a running server (ws://host:port/ws) instead of starting one")
     s.add_argument("--backend", default="auto", choices=BACKEND_NAMES)
     s.add_argument("--port", type=int, default=0, help="port for the server it starts (0: a free one)")
+    s.add_argument("--serve-arg", action="append", help="extra argument for the server it starts (repeatable)")
     s.set_defaults(func=cmd_bench)
 
     g = sub.add_parser("garments", help="the closet")
