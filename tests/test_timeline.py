@@ -6,29 +6,9 @@ import numpy as np
 import pytest
 
 from smartcloset.pose.filter import OneEuroFilter, OneEuroParams
+from smartcloset.pose.simulate import FRAME_HEIGHT as H
+from smartcloset.pose.simulate import interpolation_error, live_error, one_euro_figures, pose_at
 from smartcloset.pose.timeline import KeypointTimeline, TimelineParams
-from smartcloset.pose.types import FramePose, Person
-
-H = 720
-
-
-def pose_at(xy) -> FramePose:
-    kp = np.zeros((17, 3), np.float32)
-    kp[:, :2] = xy
-    kp[:, 2] = 1.0
-    return FramePose([Person([0, 0, 10, 10], 1.0, kp)])
-
-
-def truth(t_ms: float) -> np.ndarray:
-    """A keypoint swinging like a squat: 120 px amplitude at 0.8 Hz."""
-    return np.array([640.0 + 30 * math.sin(t_ms / 700), 360.0 + 120 * math.sin(2 * math.pi * 0.8 * t_ms / 1000)])
-
-
-def irregular_times(rate_hz: float, seconds: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    gaps = rng.uniform(0.6, 1.4, int(rate_hz * seconds * 1.5)) * 1000 / rate_hz
-    t = np.cumsum(gaps)
-    return t[t < seconds * 1000]
 
 
 def test_own_pose_is_returned_unchanged():
@@ -88,65 +68,33 @@ def test_capacity_is_bounded():
     assert len(tl) == 4
 
 
-def simulate(pose_hz: float, render_hz: float, latency_ms: float, mode: str, seed: int = 1) -> float:
-    """RMS error (px) of the timeline's answers against the truth at each rendered frame.
-
-    Pose results for capture time t become available at t + latency; each rendered frame asks
-    for its own capture time, as the server does.
-    """
-    pose_t = irregular_times(pose_hz, 6.0, seed)
-    render_t = irregular_times(render_hz, 6.0, seed + 1)
-    tl = KeypointTimeline()
-    errs, i = [], 0
-    for t in render_t:
-        while i < len(pose_t) and pose_t[i] + latency_ms <= t:
-            tl.add(float(pose_t[i]), pose_at(truth(pose_t[i])), 0, H)
-            i += 1
-        if i < 2:
-            continue
-        if mode == "hold":  # the naive baseline: newest pose as is
-            kp = pose_at(truth(pose_t[i - 1])).persons[0].keypoints
-        else:
-            kp = tl.at(float(t)).keypoints
-        errs.append(np.linalg.norm(kp[0, :2] - truth(t)))
-    return float(np.sqrt(np.mean(np.square(errs))))
-
-
 def test_extrapolation_beats_holding_the_last_pose():
     # 25 FPS pose arriving 60 ms late, 40 FPS render: the live case on a CPU.
-    held = simulate(25, 40, 60, "hold")
-    timeline = simulate(25, 40, 60, "timeline")
+    held = live_error(25, 40, 60, "hold")
+    timeline = live_error(25, 40, 60, "timeline")
     assert timeline < 0.5 * held, (timeline, held)
 
 
 def test_interpolation_error_is_small_when_pose_is_ahead_of_render():
-    # Render behind pose (latency 0, frames queried after both neighbours exist).
-    pose_t = irregular_times(25, 4.0, 3)
-    tl = KeypointTimeline(TimelineParams(capacity=256))
-    for t in pose_t:
-        tl.add(float(t), pose_at(truth(t)), 0, H)
-    query = np.linspace(pose_t[0] + 1, pose_t[-1] - 1, 300)
-    interp = [np.linalg.norm(tl.at(float(t)).keypoints[0, :2] - truth(t)) for t in query]
-    nearest = [np.linalg.norm(truth(pose_t[np.abs(pose_t - t).argmin()]) - truth(t)) for t in query]
-    assert all(tl.at(float(t)).source in ("interpolated", "own") for t in query)
-    assert np.sqrt(np.mean(np.square(interp))) < 0.1 * np.sqrt(np.mean(np.square(nearest)))
+    interp, nearest = interpolation_error(25)
+    assert interp < 0.1 * nearest, (interp, nearest)
 
 
 def test_one_euro_reduces_jitter_at_rest_and_keeps_lag_small_in_motion():
-    rng = np.random.default_rng(0)
-    t = irregular_times(30, 5.0, 5) / 1000.0
-    f = OneEuroFilter(OneEuroParams())
-    still = np.full((len(t), 17, 2), 0.5) + rng.normal(0, 3.0 / H, (len(t), 17, 2))  # 3 px noise
-    out = np.array([f(x, ti) for x, ti in zip(still, t)])
-    raw_jitter = np.std(np.diff(still[30:], axis=0))
-    smooth_jitter = np.std(np.diff(out[30:], axis=0))
-    assert smooth_jitter < raw_jitter / 4, (smooth_jitter, raw_jitter)
+    ratio, lag_px = one_euro_figures(OneEuroParams(), noise_px=3.0, speed=0.5)
+    assert ratio < 0.25, ratio  # frame-to-frame jitter cut by more than 4x
+    assert lag_px < 12, lag_px  # a keypoint moving half a frame height per second
 
-    f.reset()
-    moving = np.array([[[0.2 + 0.5 * ti, 0.5]] * 17 for ti in t])  # half a frame height per second
-    out = np.array([f(x, ti) for x, ti in zip(moving, t)])
-    lag_px = np.abs(out[30:, 0, 0] - moving[30:, 0, 0]).max() * H
-    assert lag_px < 12, lag_px
+
+def test_one_euro_runs_on_real_timestamps():
+    f = OneEuroFilter()
+    assert np.allclose(f(np.array([[1.0, 1.0]]), 0.0), 1.0)
+    assert np.allclose(f(np.array([[5.0, 5.0]]), 0.0), 1.0)  # same time: nothing new
+    y1 = f(np.array([[2.0, 2.0]]), 0.010)[0, 0]
+    f2 = OneEuroFilter()
+    f2(np.array([[1.0, 1.0]]), 0.0)
+    y2 = f2(np.array([[2.0, 2.0]]), 0.100)[0, 0]
+    assert 1.0 < y1 < y2 < 2.0  # a longer gap moves the estimate further
 
 
 def test_smoothed_resets_after_the_person_leaves():
