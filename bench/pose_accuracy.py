@@ -1,6 +1,6 @@
 """PCK@0.2 (torso-normalised) of a pose backend on the labelled photos in ../shared/fixtures/people.
 
-    .venv/bin/python bench/pose_accuracy.py [--backend mediapipe]
+.venv/bin/python bench/pose_accuracy.py [--backend mediapipe]
 """
 
 from __future__ import annotations
@@ -45,7 +45,15 @@ def main() -> None:
         per_kp[:, 1] += gt[:, 2] > 0
         log.info("%s: PCK@%.1f %d/%d", img["file_name"], args.alpha, c, n)
     backend.close()
-    log.info("%s: PCK@%.1f = %.3f (%d/%d keypoints, %d images)", args.backend, args.alpha, correct / total, correct, total, len(truth["images"]))
+    log.info(
+        "%s: PCK@%.1f = %.3f (%d/%d keypoints, %d images)",
+        args.backend,
+        args.alpha,
+        correct / total,
+        correct,
+        total,
+        len(truth["images"]),
+    )
     missed = [COCO17_NAMES[i] for i in range(17) if per_kp[i, 0] < per_kp[i, 1]]
     log.info("keypoints missed at least once: %s", ", ".join(missed) or "none")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -12,13 +11,11 @@ import urllib.request
 
 import cv2
 import numpy as np
-import pytest
 import simple_websocket
 
+from conftest import torso_box
 from smartcloset import codec
 from smartcloset.stream.protocol import pack_frame, parse_reply
-
-from conftest import torso_box
 
 CLI = [sys.executable, "-m", "smartcloset"]
 
@@ -97,7 +94,9 @@ def free_port() -> int:
 
 def test_serve_runs_the_production_server(video_jpegs, video_truth):
     port = free_port()
-    proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         end = time.monotonic() + 60
         while time.monotonic() < end:
@@ -134,11 +133,37 @@ def test_serve_runs_the_production_server(video_jpegs, video_truth):
 def test_bench_writes_the_figures(tmp_path, fixtures_dir):
     out = tmp_path / "bench.json"
     run(
-        "bench", "--video", str(fixtures_dir / "video" / "pose_squats.mp4"), "--clients", "2", "--seconds", "3",
-        "--fps", "10", "--size", "640x360", "--json", str(out),
+        "bench",
+        "--video",
+        str(fixtures_dir / "video" / "pose_squats.mp4"),
+        "--clients",
+        "2",
+        "--seconds",
+        "3",
+        "--fps",
+        "10",
+        "--size",
+        "640x360",
+        "--json",
+        str(out),
     )
     r = json.loads(out.read_text())
-    for key in ("clients", "input_fps", "output_fps", "processed_fps", "latency_ms", "rtt_ms", "dropped_frames", "mean_batch_size", "stage_ms", "backend", "device"):
+    for key in (
+        "clients",
+        "input_fps",
+        "output_fps",
+        "processed_fps",
+        "latency_ms",
+        "rtt_ms",
+        "dropped_frames",
+        "mean_batch_size",
+        "stage_ms",
+        "backend",
+        "device",
+    ):
         assert key in r
-    assert r["clients"] == 2 and r["output_fps"] > 0 and r["processed_fps"] > 0 and r["backend"] == "mediapipe"
-    assert set(r["latency_ms"]) == {"p50", "p95", "p99"} and set(r["stage_ms"]) >= {"decode", "pose", "render", "encode"}
+    assert r["clients"] == 2 and r["backend"] == "mediapipe"
+    flowed = {k: r[k] for k in ("output_fps", "processed_fps")}  # frames came back and were posed
+    assert all(v > 0 for v in flowed.values()), flowed
+    percentiles, stages = set(r["latency_ms"]), set(r["stage_ms"])
+    assert percentiles == {"p50", "p95", "p99"} and stages >= {"decode", "pose", "render", "encode"}

@@ -25,7 +25,8 @@ from smartcloset.stream.protocol import (
 def test_frame_round_trip():
     data = pack_frame(42, 1234.5, b"\xff\xd8\xffjpeg")
     f = parse_frame(data, received_ms=99.0)
-    assert (f.frame_id, f.capture_ms, f.jpeg, f.received_ms) == (42, 1234.5, b"\xff\xd8\xffjpeg", 99.0)
+    fields = (f.frame_id, f.capture_ms, f.jpeg, f.received_ms)
+    assert fields == (42, 1234.5, b"\xff\xd8\xffjpeg", 99.0)
     assert len(data) == FRAME_HEADER.size + 7 == 16 + 7
 
 
@@ -100,7 +101,16 @@ def test_parse_frame_never_crashes(data):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(max_size=200) | st.builds(json.dumps, st.dictionaries(st.sampled_from(["type", "garments", "t", "jpeg_quality"]), st.none() | st.integers() | st.text(max_size=5) | st.lists(st.text(max_size=3), max_size=3))))
+@given(
+    st.text(max_size=200)
+    | st.builds(
+        json.dumps,
+        st.dictionaries(
+            st.sampled_from(["type", "garments", "t", "jpeg_quality"]),
+            st.none() | st.integers() | st.text(max_size=5) | st.lists(st.text(max_size=3), max_size=3),
+        ),
+    )
+)
 def test_parse_control_only_raises_protocol_errors(text):
     try:
         parse_control(text)

@@ -28,10 +28,23 @@ def garment():
 def standing_keypoints(scale: float = 1.0, dx: float = 0.0) -> np.ndarray:
     """A frontal person in a 1280x720 frame (their left on the image's right)."""
     pts = {
-        "nose": (640, 140), "left_eye": (650, 130), "right_eye": (630, 130), "left_ear": (660, 135), "right_ear": (620, 135),
-        "left_shoulder": (710, 220), "right_shoulder": (570, 220), "left_elbow": (740, 330), "right_elbow": (540, 330),
-        "left_wrist": (750, 430), "right_wrist": (530, 430), "left_hip": (690, 440), "right_hip": (590, 440),
-        "left_knee": (690, 570), "right_knee": (590, 570), "left_ankle": (690, 700), "right_ankle": (590, 700),
+        "nose": (640, 140),
+        "left_eye": (650, 130),
+        "right_eye": (630, 130),
+        "left_ear": (660, 135),
+        "right_ear": (620, 135),
+        "left_shoulder": (710, 220),
+        "right_shoulder": (570, 220),
+        "left_elbow": (740, 330),
+        "right_elbow": (540, 330),
+        "left_wrist": (750, 430),
+        "right_wrist": (530, 430),
+        "left_hip": (690, 440),
+        "right_hip": (590, 440),
+        "left_knee": (690, 570),
+        "right_knee": (590, 570),
+        "left_ankle": (690, 700),
+        "right_ankle": (590, 700),
     }
     kp = np.zeros((17, 3), np.float32)
     for name, (x, y) in pts.items():
@@ -75,7 +88,9 @@ def test_broken_sidecars_name_the_file_and_field(tmp_path, patch, field):
     shutil.copy(STARTER_DIR / "tshirt-navy.png", tmp_path / "tshirt-navy.png")
     data.update(patch)
     if field == "anchors.left_knee_cap":
-        data["anchors"] = dict(json.loads((STARTER_DIR / "tshirt-navy.json").read_text())["anchors"], left_knee_cap=[1, 2])
+        data["anchors"] = dict(
+            json.loads((STARTER_DIR / "tshirt-navy.json").read_text())["anchors"], left_knee_cap=[1, 2]
+        )
     path = tmp_path / "g.json"
     path.write_text(json.dumps(data))
     with pytest.raises(GarmentError) as err:
@@ -98,7 +113,13 @@ def test_anchors_land_on_the_keypoints(garment):
     body = body_frame(kp, mesh)
     # Map the anchor points themselves through the skinning (as extra vertices of the mesh).
     names = ["left_shoulder", "right_shoulder", "left_hip", "right_hip"]
-    probe = GarmentMesh(np.array([mesh.anchors[n] for n in names]), mesh.triangles[:0], np.tile([1.0, 0, 0], (4, 1)), mesh.anchors, np.zeros((4, 2)))
+    probe = GarmentMesh(
+        np.array([mesh.anchors[n] for n in names]),
+        mesh.triangles[:0],
+        np.tile([1.0, 0, 0], (4, 1)),
+        mesh.anchors,
+        np.zeros((4, 2)),
+    )
     got = skin(probe, body)
     want = np.array([kp[KP[n], :2] for n in names])
     assert np.abs(got - want).max() < 0.5
@@ -111,13 +132,17 @@ def test_sleeves_follow_the_upper_arm(garment):
         kp[KP["left_elbow"], :2] = elbow
         body = body_frame(kp, mesh)
         a = mesh.anchors
-        probe = GarmentMesh(np.array([a["left_elbow"]]), mesh.triangles[:0], np.array([[0.0, 1.0, 0.0]]), a, np.ones((1, 2)))
+        probe = GarmentMesh(
+            np.array([a["left_elbow"]]), mesh.triangles[:0], np.array([[0.0, 1.0, 0.0]]), a, np.ones((1, 2))
+        )
         assert np.abs(skin(probe, body)[0] - elbow).max() < 0.5
 
 
 def orientation(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     p = points[triangles]
-    return np.sign((p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (p[:, 1, 1] - p[:, 0, 1]) * (p[:, 2, 0] - p[:, 0, 0]))
+    return np.sign(
+        (p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (p[:, 1, 1] - p[:, 0, 1]) * (p[:, 2, 0] - p[:, 0, 0])
+    )
 
 
 @pytest.mark.parametrize("scale, dx", [(1.0, 0.0), (0.6, -200.0), (1.4, 150.0)])

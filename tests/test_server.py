@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import simple_websocket
 
+from conftest import torso_box
 from smartcloset import codec
 from smartcloset.stream.protocol import pack_frame, parse_reply
-
-from conftest import torso_box
 
 
 class WsClient:

@@ -63,7 +63,7 @@ def test_slots_sharing_a_condition_wake_one_consumer():
 
 def test_memory_stays_at_one_item_under_a_fast_producer():
     slot: NewestSlot[bytes] = NewestSlot()
-    for i in range(10_000):
+    for _ in range(10_000):
         slot.put(bytes(10))
     assert slot.dropped == 9_999 and slot.take() is not None and slot.take() is None
 

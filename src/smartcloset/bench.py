@@ -90,7 +90,10 @@ class BenchClient:
         self.result = ClientResult()
         self.measuring = False
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._send, daemon=True), threading.Thread(target=self._recv, daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._send, daemon=True),
+            threading.Thread(target=self._recv, daemon=True),
+        ]
 
     def start(self) -> None:
         for t in self._threads:
@@ -218,8 +221,19 @@ def run_bench(cfg: BenchConfig) -> dict:
     else:
         port = cfg.port or _free_port()
         cmd = [
-            sys.executable, "-m", "smartcloset", "--log-level", "warning", "serve", "--port", str(port),
-            "--backend", cfg.backend, "--max-clients", str(max(cfg.clients + 4, 32)), *cfg.serve_args,
+            sys.executable,
+            "-m",
+            "smartcloset",
+            "--log-level",
+            "warning",
+            "serve",
+            "--port",
+            str(port),
+            "--backend",
+            cfg.backend,
+            "--max-clients",
+            str(max(cfg.clients + 4, 32)),
+            *cfg.serve_args,
         ]
         proc = subprocess.Popen(cmd)
         base, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws"

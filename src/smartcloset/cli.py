@@ -75,7 +75,9 @@ def cmd_tryon(args: argparse.Namespace) -> int:
     from .tryon import TryOnError, tryon_file
 
     try:
-        tryon_file(args.input, args.output, args.garment, backend=args.backend, closet_dir=args.closet, skeleton=args.skeleton)
+        tryon_file(
+            args.input, args.output, args.garment, backend=args.backend, closet_dir=args.closet, skeleton=args.skeleton
+        )
     except TryOnError as exc:
         log.error("%s", exc)
         return 2
@@ -137,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pose-wait-ms", type=float, default=0.0, help="wait this long for a frame's own pose")
     s.add_argument("--garment", action="append", help="garment(s) worn by default (repeatable)")
     s.add_argument("--closet", help="closet folder (default: the user data dir)")
-    s.add_argument("--segmentation", action="store_true", help="also compute the person mask (~4 ms of CPU per posed frame)")
+    s.add_argument(
+        "--segmentation", action="store_true", help="also compute the person mask (~4 ms of CPU per posed frame)"
+    )
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("pose", help="find people and their COCO-17 keypoints in images")

@@ -47,7 +47,9 @@ def _line(img: np.ndarray, pts: list[tuple[float, float]], color, width: float, 
             n = max(2, int(np.linalg.norm(b - a) / (16 * SS * 7)))
             for k in range(0, n, 2):
                 s, e = a + (b - a) * k / n, a + (b - a) * (k + 1) / n
-                cv2.line(img, tuple(s.astype(int)), tuple(e.astype(int)), color, max(1, int(width * SS)), cv2.LINE_AA, 4)
+                cv2.line(
+                    img, tuple(s.astype(int)), tuple(e.astype(int)), color, max(1, int(width * SS)), cv2.LINE_AA, 4
+                )
         else:
             cv2.line(img, tuple(p[i]), tuple(p[i + 1]), color, max(1, int(width * SS)), cv2.LINE_AA, 4)
 
@@ -134,7 +136,9 @@ def draw_tshirt(color_bgr: tuple[int, int, int], seed: int = 7) -> tuple[np.ndar
     img *= 1 - 0.10 * (ribs * (band / 255.0))[..., None]
     # Inside of the back neck, seen through the neckline.
     back = np.zeros(big, np.uint8)
-    cv2.fillPoly(back, [_poly(_curve((222.0, 60.0), (CX, 74.0), (W - 222.0, 60.0), 14) + neck_outer)], 255, cv2.LINE_AA, 4)
+    cv2.fillPoly(
+        back, [_poly(_curve((222.0, 60.0), (CX, 74.0), (W - 222.0, 60.0), 14) + neck_outer)], 255, cv2.LINE_AA, 4
+    )
     img = img * (1 - 0.35 * (back / 255.0)[..., None])
 
     # Seams and stitching, in a darker shade of the cloth.

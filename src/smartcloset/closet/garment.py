@@ -27,8 +27,20 @@ REQUIRED_ANCHORS = {
     "bottom": ("left_hip", "right_hip"),
 }
 KNOWN_ANCHORS = {
-    "neck", "left_shoulder", "right_shoulder", "left_armpit", "right_armpit", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "hem",
+    "neck",
+    "left_shoulder",
+    "right_shoulder",
+    "left_armpit",
+    "right_armpit",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "hem",
 }
 MAX_SIDE = 4096
 

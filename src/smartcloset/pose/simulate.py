@@ -72,7 +72,9 @@ def interpolation_error(pose_hz: float = 25, seed: int = 3) -> tuple[float, floa
     return rms(interp), rms(nearest)
 
 
-def one_euro_figures(params: OneEuroParams = OneEuroParams(), noise_px: float = 3.0, speed: float = 0.5) -> tuple[float, float]:
+def one_euro_figures(
+    params: OneEuroParams = OneEuroParams(), noise_px: float = 3.0, speed: float = 0.5
+) -> tuple[float, float]:
     """(jitter ratio at rest, max lag in px at ``speed`` frame heights/s) at ~30 FPS."""
     rng = np.random.default_rng(0)
     t = irregular_times(30, 5.0, 5) / 1000.0

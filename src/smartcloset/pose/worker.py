@@ -20,7 +20,6 @@ from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-
 from .. import metrics
 from ..codec import DEFAULT_LIMITS, ImageError, ImageLimits, decode_scaled
 from ..stats import RateMeter, Rolling, now_ms
@@ -152,7 +151,12 @@ class PoseWorker:
             return batch
 
     def _run(self) -> None:
-        log.info("pose worker started: backend=%s device=%s inflight=%d", self.backend.name, self.backend.device, self._max_inflight)
+        log.info(
+            "pose worker started: backend=%s device=%s inflight=%d",
+            self.backend.name,
+            self.backend.device,
+            self._max_inflight,
+        )
         while True:
             batch = self._collect()
             if batch is None:
@@ -192,7 +196,7 @@ class PoseWorker:
         results = self.backend.infer(images, [k for k, _, _ in kept])
         t2 = time.perf_counter()
         done = now_ms()
-        for (key, c, frame), img, (fw, fh), pose in zip(kept, images, sizes, results):
+        for (_, c, frame), img, (fw, fh), pose in zip(kept, images, sizes, results):
             full_pose = pose.scaled(fw / img.shape[1], fh / img.shape[0])
             c.timeline.add(frame.capture_ms, full_pose, done, fh)
             c.posed += 1
@@ -221,5 +225,3 @@ class PoseWorker:
             "errors": s.errors,
             "clients": self.client_count,
         }
-
-

@@ -67,10 +67,18 @@ class GarmentAnnotator:
 
 
 _SKELETON = [
-    ("left_shoulder", "right_shoulder"), ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
-    ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"), ("left_shoulder", "left_hip"),
-    ("right_shoulder", "right_hip"), ("left_hip", "right_hip"), ("left_hip", "left_knee"),
-    ("left_knee", "left_ankle"), ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
+    ("left_shoulder", "right_shoulder"),
+    ("left_shoulder", "left_elbow"),
+    ("left_elbow", "left_wrist"),
+    ("right_shoulder", "right_elbow"),
+    ("right_elbow", "right_wrist"),
+    ("left_shoulder", "left_hip"),
+    ("right_shoulder", "right_hip"),
+    ("left_hip", "right_hip"),
+    ("left_hip", "left_knee"),
+    ("left_knee", "left_ankle"),
+    ("right_hip", "right_knee"),
+    ("right_knee", "right_ankle"),
 ]
 
 
@@ -88,7 +96,9 @@ class SkeletonAnnotator:
         for a, b in _SKELETON:
             pa, pb = kp[KP[a]], kp[KP[b]]
             if pa[2] >= MIN_SCORE and pb[2] >= MIN_SCORE:
-                cv2.line(frame, (int(pa[0]), int(pa[1])), (int(pb[0]), int(pb[1])), self.color, self.thickness, cv2.LINE_AA)
+                cv2.line(
+                    frame, (int(pa[0]), int(pa[1])), (int(pb[0]), int(pb[1])), self.color, self.thickness, cv2.LINE_AA
+                )
         for x, y, s in kp:
             if s >= MIN_SCORE:
                 cv2.circle(frame, (int(x), int(y)), self.thickness + 2, self.color, -1, cv2.LINE_AA)

@@ -167,7 +167,9 @@ def body_frame(keypoints: np.ndarray, mesh: GarmentMesh) -> BodyFrame | None:
     return BodyFrame(shoulders, np.asarray(hips), np.asarray(elbows))
 
 
-def _bone_affine(g0: np.ndarray, g1: np.ndarray, b0: np.ndarray, b1: np.ndarray, cross_scale: float, flip: bool) -> np.ndarray:
+def _bone_affine(
+    g0: np.ndarray, g1: np.ndarray, b0: np.ndarray, b1: np.ndarray, cross_scale: float, flip: bool
+) -> np.ndarray:
     """2x3 affine taking the garment bone g0->g1 onto the body bone b0->b1."""
     gl, bl = np.linalg.norm(g1 - g0), np.linalg.norm(b1 - b0)
     gu = (g1 - g0) / max(gl, 1e-6)
@@ -208,6 +210,8 @@ def skin(mesh: GarmentMesh, body: BodyFrame) -> np.ndarray | None:
         w = mesh.weights[:, col : col + 1]
         if not w.any():
             continue
-        A = _bone_affine(a[f"{side}_shoulder"], a[f"{side}_elbow"], body.shoulders[i], body.elbows[i], cross_scale, flip)
+        A = _bone_affine(
+            a[f"{side}_shoulder"], a[f"{side}_elbow"], body.shoulders[i], body.elbows[i], cross_scale, flip
+        )
         out = out + w * (mesh.vertices @ A[:, :2].T + A[:, 2])
     return out

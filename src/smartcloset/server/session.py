@@ -28,7 +28,17 @@ from ..codec import ImageError
 from ..pose.timeline import KeypointTimeline
 from ..render.annotators import SkeletonAnnotator, render_frame
 from ..stats import RateMeter, Rolling, now_ms
-from ..stream.protocol import ClientFrame, Ping, ProtocolError, ReplyHeader, SelectGarments, Settings, pack_reply, parse_control, parse_frame
+from ..stream.protocol import (
+    ClientFrame,
+    Ping,
+    ProtocolError,
+    ReplyHeader,
+    SelectGarments,
+    Settings,
+    pack_reply,
+    parse_control,
+    parse_frame,
+)
 from ..stream.slot import NewestSlot, SlotClosed
 from ..stream.transport import FrameSender, bound_inbox
 from .pipeline import Pipeline
@@ -95,7 +105,10 @@ class Session:
                 msg = self.ws.receive(timeout=1.0)
                 if self.inbox.dropped_text > reported_text_drops:
                     reported_text_drops = self.inbox.dropped_text
-                    self.error("too_many_messages", f"control messages arrive faster than they are read; {reported_text_drops} dropped")
+                    self.error(
+                        "too_many_messages",
+                        f"control messages arrive faster than they are read; {reported_text_drops} dropped",
+                    )
                 if msg is None:
                     if not self.ws.connected:
                         break
@@ -116,7 +129,9 @@ class Session:
                 sender.join(2.0)
             metrics.ACTIVE_CLIENTS.dec()
             dropped = self.frames.dropped + self.inbox.dropped
-            self.log.info("closed: received=%d sent=%d dropped=%d errors=%d", self.received, self.sent, dropped, self.errors)
+            self.log.info(
+                "closed: received=%d sent=%d dropped=%d errors=%d", self.received, self.sent, dropped, self.errors
+            )
 
     def _on_frame(self, data: bytes) -> None:
         self.received += 1
@@ -156,7 +171,14 @@ class Session:
                 self.pose_wait_ms = msg.pose_wait_ms
             if msg.draw_skeleton is not None:
                 self.draw_skeleton = msg.draw_skeleton
-            self.queue_json({"type": "settings", "jpeg_quality": self.jpeg_quality, "pose_wait_ms": self.pose_wait_ms, "draw_skeleton": self.draw_skeleton})
+            self.queue_json(
+                {
+                    "type": "settings",
+                    "jpeg_quality": self.jpeg_quality,
+                    "pose_wait_ms": self.pose_wait_ms,
+                    "draw_skeleton": self.draw_skeleton,
+                }
+            )
         elif isinstance(msg, Ping):
             self.queue_json({"type": "pong", "t": msg.t, "server_ms": now_ms()})
 

@@ -51,7 +51,10 @@ def pack_frame(frame_id: int, capture_ms: float, jpeg: bytes) -> bytes:
 
 def parse_frame(data: bytes, received_ms: float = 0.0) -> ClientFrame:
     if len(data) < FRAME_HEADER.size:
-        raise ProtocolError("bad_header", f"binary message of {len(data)} bytes is shorter than the {FRAME_HEADER.size}-byte frame header")
+        raise ProtocolError(
+            "bad_header",
+            f"binary message of {len(data)} bytes is shorter than the {FRAME_HEADER.size}-byte frame header",
+        )
     magic, version, mtype, frame_id, capture_ms = FRAME_HEADER.unpack_from(data)
     if magic != MAGIC:
         raise ProtocolError("bad_header", f"bad magic {magic!r}, expected {MAGIC!r}")
@@ -81,8 +84,17 @@ class ReplyHeader:
 def pack_reply(h: ReplyHeader, jpeg: bytes) -> bytes:
     return (
         REPLY_HEADER.pack(
-            MAGIC, VERSION, TYPE_RENDERED, h.frame_id & 0xFFFFFFFF, h.capture_ms, h.received_ms, h.pose_ms,
-            h.sent_ms, POSE_SOURCES.index(h.pose_source), min(h.persons, 255), 0,
+            MAGIC,
+            VERSION,
+            TYPE_RENDERED,
+            h.frame_id & 0xFFFFFFFF,
+            h.capture_ms,
+            h.received_ms,
+            h.pose_ms,
+            h.sent_ms,
+            POSE_SOURCES.index(h.pose_source),
+            min(h.persons, 255),
+            0,
         )
         + jpeg
     )
