@@ -124,10 +124,21 @@ def test_health_garments_thumbnail_metrics(client):
     assert thumb.status_code == 200 and thumb.data[:8] == b"\x89PNG\r\n\x1a\n"
     assert client.get("/api/garments/nope/thumbnail.png").status_code == 404
     assert b"smartcloset_frames_received_total" in client.get("/metrics").data
+    assert client.get("/assets/../../server/app.py").status_code == 404
+
+
+def test_the_built_page_is_served(client):
+    from smartcloset.server.pages import WEBAPP_DIR
+
+    if not (WEBAPP_DIR / "index.html").is_file():
+        pytest.skip("web page not built (make test builds it)")
     page = client.get("/")
-    assert page.status_code == 200 and b"/static/app.js" in page.data
-    assert client.get("/static/app.js").status_code == 200
-    assert client.get("/static/../server/app.py").status_code == 404
+    assert page.status_code == 200 and b'<div id="root">' in page.data
+    import re
+
+    asset = re.search(rb'src="(/assets/[^"]+\.js)"', page.data).group(1).decode()
+    resp = client.get(asset)
+    assert resp.status_code == 200 and resp.cache_control.max_age == 31536000
 
 
 # -- the live loop ---------------------------------------------------------------------------
