@@ -7,7 +7,7 @@ class FakeSocket {
   static all: FakeSocket[] = [];
   readyState = 0;
   bufferedAmount = 0;
-  binaryType = "blob";
+  binaryType: BinaryType = "blob";
   sent: Array<ArrayBuffer | string> = [];
   onopen: ((ev: Event) => unknown) | null = null;
   onclose: ((ev: CloseEvent) => unknown) | null = null;
