@@ -296,10 +296,7 @@ def test_one_bad_client_does_not_disturb_another(live_server, video_jpegs):
 
 def test_disconnect_mid_stream_frees_everything(app, live_server, video_jpegs):
     pipeline = app.extensions["smartcloset"]
-    end = time.monotonic() + 10
-    while pipeline.worker.client_count and time.monotonic() < end:  # earlier tests' sessions closing
-        time.sleep(0.05)
-    before = pipeline.worker.client_count
+    before = wait_idle(pipeline)
     assert before == 0
     c = WsClient(live_server.ws_url)
     c.send_frame(1, video_jpegs[0])
@@ -316,7 +313,16 @@ def test_disconnect_mid_stream_frees_everything(app, live_server, video_jpegs):
     assert pipeline.worker.client_count == before and pipeline.clients == before
 
 
+def wait_idle(pipeline, timeout: float = 10.0) -> int:
+    """Wait for earlier tests' sessions to finish closing; returns the sessions left."""
+    end = time.monotonic() + timeout
+    while (pipeline.clients or pipeline.worker.client_count) and time.monotonic() < end:
+        time.sleep(0.05)
+    return max(pipeline.clients, pipeline.worker.client_count)
+
+
 def test_server_full_is_refused_with_a_reason(app, live_server):
+    assert wait_idle(app.extensions["smartcloset"]) == 0
     cap = app.extensions["smartcloset"].config.max_clients
     clients = []
     try:

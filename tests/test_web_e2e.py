@@ -1,0 +1,231 @@
+"""The mirror page in real headless Chromium, with a fake camera playing the person video,
+against a real `smart-closet serve`. Screenshots and measured figures go to test-artifacts/."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from smartcloset.server.pages import WEBAPP_DIR
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make test installs it as root)"
+    ),
+    pytest.mark.skipif(not (WEBAPP_DIR / "index.html").is_file(), reason="web page not built (make test builds it)"),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (the test extra)")
+
+
+def write_y4m(frames: list[np.ndarray], path: Path) -> None:
+    """A 1280x720 30 FPS fake camera (the 5 FPS video plays 6x faster - fine for a camera)."""
+    with path.open("wb") as f:
+        f.write(b"YUV4MPEG2 W1280 H720 F30:1 Ip A1:1 C420jpeg\n")
+        for frame in frames:
+            f.write(b"FRAME\n")
+            f.write(cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smartcloset", "--log-level", "warning", "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("server did not become healthy")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def wait_for(page, js: str, timeout_s: float = 30.0):
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        value = page.evaluate(js)
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for: {js}")
+
+
+def canvas_image(page) -> np.ndarray:
+    """The mirror canvas as BGR, flipped back to camera orientation."""
+    data_url = page.evaluate("document.querySelector('canvas').toDataURL('image/png')")
+    import base64
+
+    png = np.frombuffer(base64.b64decode(data_url.split(",", 1)[1]), np.uint8)
+    return cv2.flip(cv2.imdecode(png, cv2.IMREAD_COLOR), 1)
+
+
+def colour_share(img: np.ndarray, colour: str) -> float:
+    """Share of the torso zone (the person stays in the centre of the frame) in a colour."""
+    zone = img[150:450, 500:780].astype(int)
+    b, g, r = zone[..., 0], zone[..., 1], zone[..., 2]
+    if colour == "navy":
+        mask = (b > r + 40) & (b > g + 10) & (b > 50)
+    else:  # white cloth, shaded
+        mask = (r > 170) & (g > 170) & (b > 170) & (np.abs(r - b) < 30)
+    return float(mask.mean())
+
+
+@pytest.fixture(scope="module")
+def camera_file(tmp_path_factory, video_frames) -> Path:
+    path = tmp_path_factory.mktemp("camera") / "camera.y4m"
+    write_y4m(video_frames, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    with sync_api.sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright, camera_file):
+    b = playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=[
+            "--no-sandbox",
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={camera_file}",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ],
+    )
+    yield b
+    b.close()
+
+
+def test_mirror_page_end_to_end(browser, tmp_path):
+    ARTIFACTS.mkdir(exist_ok=True)
+    port = free_port()
+    server = start_server(port)
+    try:
+        context = browser.new_context(viewport={"width": 1600, "height": 900}, accept_downloads=True)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"http://127.0.0.1:{port}/")
+        assert page.title() == "Smart Closet"
+        page.get_by_role("button", name="Navy T-shirt").wait_for()
+        page.get_by_role("button", name="Start camera").click()
+
+        # Rendered frames arrive and the HUD counts them.
+        wait_for(page, "window.smartcloset.figures().receiveFps > 0")
+        time.sleep(2.0)  # warm-up: first poses, graphs created
+        page.wait_for_function("document.querySelector('[data-hud=\"receive-fps\"]').textContent !== '0.0'")
+
+        # The garment is on the person (navy in the torso zone; the source has none).
+        navy = max(colour_share(canvas_image(page), "navy") for _ in range(3))
+        page.screenshot(path=str(ARTIFACTS / "e2e-mirror-navy.png"))
+        assert navy > 0.05, navy
+
+        # Measure the page's own figures over a steady window.
+        time.sleep(8.0)
+        figures = page.evaluate("window.smartcloset.figures()")
+        (ARTIFACTS / "e2e-figures.json").write_text(json.dumps(figures, indent=2))
+        assert figures["sendFps"] > 0 and figures["receiveFps"] > 0 and figures["poseFps"] > 0
+
+        # Another garment changes the output.
+        white_button = page.get_by_role("button", name="White T-shirt")
+        white_button.click()
+        assert white_button.get_attribute("aria-pressed") == "true"
+        assert page.get_by_role("button", name="Navy T-shirt").get_attribute("aria-pressed") == "false"
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            img = canvas_image(page)
+            if colour_share(img, "navy") < 0.01 and colour_share(img, "white") > 0.05:
+                break
+            time.sleep(0.3)
+        else:
+            raise AssertionError("the white T-shirt never replaced the navy one")
+        page.screenshot(path=str(ARTIFACTS / "e2e-mirror-white.png"))
+
+        # Snapshot downloads a PNG of the mirror.
+        with page.expect_download() as dl:
+            page.get_by_role("button", name="Snapshot").click()
+        png = Path(dl.value.path()).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and dl.value.suggested_filename.endswith(".png")
+        assert cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR).shape == (720, 1280, 3)
+
+        # A clip downloads a WebM (EBML header).
+        with page.expect_download(timeout=30_000) as dl:
+            page.get_by_role("button", name="Clip (6 s)").click()
+        webm = Path(dl.value.path()).read_bytes()
+        assert webm[:4] == b"\x1a\x45\xdf\xa3" and len(webm) > 10_000
+
+        # The server restarts: the page says so, reconnects by itself and streams again.
+        stop_server(server)
+        page.wait_for_selector("[data-message=server]:has-text('unreachable')", timeout=15_000)
+        server = start_server(port)
+        page.wait_for_selector("[data-message=server]", state="detached", timeout=30_000)
+        wait_for(page, "window.smartcloset.figures().receiveFps > 0")
+        page.screenshot(path=str(ARTIFACTS / "e2e-after-restart.png"))
+        assert not errors, errors
+
+        # A portrait mirror screen and a 1080p one lay out without scrolling the picture away.
+        for name, size in (("portrait", {"width": 1080, "height": 1920}), ("1080p", {"width": 1920, "height": 1080})):
+            page.set_viewport_size(size)
+            time.sleep(0.5)
+            box = page.locator("canvas").bounding_box()
+            assert box["width"] > 0.5 * size["width"] or box["height"] > 0.5 * size["height"]
+            assert box["y"] + box["height"] <= size["height"] + 1
+            page.screenshot(path=str(ARTIFACTS / f"e2e-{name}.png"))
+        context.close()
+    finally:
+        stop_server(server)
+
+
+def test_denied_camera_is_explained(playwright):
+    # No fake-UI flag: the permission prompt is refused, as when a user says no.
+    b = playwright.chromium.launch(
+        executable_path=CHROMIUM, args=["--no-sandbox", "--use-fake-device-for-media-stream"]
+    )
+    port = free_port()
+    server = start_server(port)
+    try:
+        page = b.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.get_by_role("button", name="Start camera").click()
+        alert = page.wait_for_selector("[data-message=camera]", timeout=15_000)
+        assert "permission was denied" in alert.text_content()
+    finally:
+        stop_server(server)
+        b.close()
