@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import pytest
 
-from smartcloset.closet.draw import starter_garments
 from smartcloset.closet.garment import GarmentError, load_garment
 from smartcloset.closet.store import STARTER_DIR, Closet
 from smartcloset.pose.timeline import TimedKeypoints
@@ -55,17 +54,26 @@ def standing_keypoints(scale: float = 1.0, dx: float = 0.0) -> np.ndarray:
 # -- format ----------------------------------------------------------------------------------
 
 
-def test_starter_garments_load(garment):
-    ids = [g.id for g in Closet(user_dir="/nonexistent").list()]
-    assert {"tshirt-navy", "tshirt-white", "tshirt-red"} <= set(ids)
-    assert garment.category == "top" and garment.rgba.shape[2] == 4
+def test_starter_closet_has_every_kind_with_colour_variants(garment):
+    garments = Closet(user_dir="/nonexistent").list()
+    kinds = {g.id.rsplit("-", 1)[0] for g in garments}
+    assert {"tshirt", "longsleeve", "shirt", "hoodie", "jacket", "dress", "skirt", "trousers"} <= kinds
+    assert {g.category for g in garments} == {"top", "outerwear", "dress", "bottom"}
+    for g in garments:
+        assert len(g.variants) >= 2 and g.id in {v["id"] for v in g.variants}
+        assert g.rgba.shape[2] == 4 and (g.rgba[..., 3] > 0).mean() > 0.2
+    assert garment.category == "top"
 
 
 def test_starter_files_are_what_the_drawing_code_draws():
-    for meta, rgba in starter_garments():
-        shipped = cv2.imread(str(STARTER_DIR / f"{meta['id']}.png"), cv2.IMREAD_UNCHANGED)
+    import smartcloset.closet.draw as draw
+
+    for kind, _, _, factory, colours in draw.STARTER:
+        colour, _, bgr = colours[0]  # colourways share the drawing code path
+        shipped = cv2.imread(str(STARTER_DIR / f"{kind}-{colour}.png"), cv2.IMREAD_UNCHANGED)
+        rgba = draw.render(factory(), bgr)
         assert shipped.shape == rgba.shape
-        assert np.abs(shipped.astype(int) - rgba).max() <= 1, meta["id"]
+        assert np.abs(shipped.astype(int) - rgba).max() <= 1, kind
 
 
 @pytest.mark.parametrize(
@@ -107,20 +115,20 @@ def test_closet_skips_a_broken_file_and_keeps_the_rest(tmp_path):
 # -- mesh ------------------------------------------------------------------------------------
 
 
+def probe(mesh: GarmentMesh, points, part: str) -> GarmentMesh:
+    """A mesh of just these garment points, all moved by one part (to see where they land)."""
+    pts = np.array(points, np.float64)
+    return GarmentMesh(pts, mesh.triangles[:0], {part: np.ones(len(pts))}, mesh.anchors, mesh.category, np.zeros(len(pts), np.int8))
+
+
+
 def test_anchors_land_on_the_keypoints(garment):
     mesh = GarmentMesh.build(garment, garment.rgba[..., 3])
     kp = standing_keypoints()
     body = body_frame(kp, mesh)
-    # Map the anchor points themselves through the skinning (as extra vertices of the mesh).
+    # Map the anchor points themselves through the skinning (as a mesh of just those points).
     names = ["left_shoulder", "right_shoulder", "left_hip", "right_hip"]
-    probe = GarmentMesh(
-        np.array([mesh.anchors[n] for n in names]),
-        mesh.triangles[:0],
-        np.tile([1.0, 0, 0], (4, 1)),
-        mesh.anchors,
-        np.zeros((4, 2)),
-    )
-    got = skin(probe, body)
+    got = skin(probe(mesh, [mesh.anchors[n] for n in names], "torso"), body)
     want = np.array([kp[KP[n], :2] for n in names])
     assert np.abs(got - want).max() < 0.5
 
@@ -131,11 +139,8 @@ def test_sleeves_follow_the_upper_arm(garment):
         kp = standing_keypoints()
         kp[KP["left_elbow"], :2] = elbow
         body = body_frame(kp, mesh)
-        a = mesh.anchors
-        probe = GarmentMesh(
-            np.array([a["left_elbow"]]), mesh.triangles[:0], np.array([[0.0, 1.0, 0.0]]), a, np.ones((1, 2))
-        )
-        assert np.abs(skin(probe, body)[0] - elbow).max() < 0.5
+        got = skin(probe(mesh, [mesh.anchors["left_elbow"]], "left_sleeve"), body)
+        assert np.abs(got[0] - elbow).max() < 0.5
 
 
 def orientation(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
@@ -169,7 +174,8 @@ def test_extreme_arms_fold_only_the_underarm_band_never_the_torso(garment, elbow
         folded = part[orientation(dst, part) != orientation(mesh.vertices, part)]
         assert len(folded) <= 0.2 * len(part)  # an arm across the body folds ~15 % of its sleeve
         # Folds sit where the cloth bunches: next to the seam, never out in the sleeve.
-        assert (mesh.weights[folded][..., 1:].max(axis=-1) < 0.999).all()
+        sleeve = mesh.weights["left_sleeve"] + mesh.weights["right_sleeve"]
+        assert (sleeve[folded].max(axis=-1) < 0.999).all()
 
 
 def test_missing_keypoints_degrade_gracefully(garment):
@@ -246,3 +252,75 @@ def test_garment_partly_outside_the_frame(garment):
     frame = np.zeros((720, 1280, 3), np.uint8)
     out = GarmentAnnotator(garment).annotate(frame, TimedKeypoints(standing_keypoints(1.0, 620.0), "own"))
     assert out[:, 1180:].any() and not out[:, :1000].any()
+
+
+# -- jointed parts: forearms, legs, skirts ----------------------------------------------------
+
+
+def starter(gid: str):
+    return load_garment(STARTER_DIR / f"{gid}.json")
+
+
+def land(mesh: GarmentMesh, kp: np.ndarray, anchor: str, part: str) -> np.ndarray:
+    return skin(probe(mesh, [mesh.anchors[anchor]], part), body_frame(kp, mesh))[0]
+
+
+def test_long_sleeves_bend_at_the_elbow():
+    g = starter("shirt-blue")
+    mesh = GarmentMesh.build(g, g.rgba[..., 3])
+    kp = standing_keypoints()
+    kp[KP["left_elbow"], :2] = (780, 300)
+    kp[KP["left_wrist"], :2] = (700, 250)  # forearm folded up across the body
+    assert np.abs(land(mesh, kp, "left_elbow", "left_sleeve") - (780, 300)).max() < 0.5
+    assert np.abs(land(mesh, kp, "left_elbow", "left_forearm") - (780, 300)).max() < 0.5  # joined at the elbow
+    assert np.abs(land(mesh, kp, "left_wrist", "left_forearm") - (700, 250)).max() < 0.5
+    # The cuff of the whole skinned mesh ends near the wrist, not along the upper arm's line.
+    dst = skin(mesh, body_frame(kp, mesh))
+    cuff = mesh.weights["left_forearm"] > 0.99
+    assert np.linalg.norm(dst[cuff].mean(axis=0) - (720, 262)) < 60
+
+
+def test_trouser_legs_follow_knees_and_ankles():
+    g = starter("trousers-khaki")
+    mesh = GarmentMesh.build(g, g.rgba[..., 3])
+    kp = standing_keypoints()
+    kp[KP["left_knee"], :2] = (760, 520)  # knee out, as in a squat
+    kp[KP["left_ankle"], :2] = (700, 690)
+    assert np.abs(land(mesh, kp, "left_hip", "pelvis") - kp[KP["left_hip"], :2]).max() < 0.5
+    assert np.abs(land(mesh, kp, "left_knee", "left_thigh") - (760, 520)).max() < 0.5
+    assert np.abs(land(mesh, kp, "left_knee", "left_shin") - (760, 520)).max() < 0.5
+    assert np.abs(land(mesh, kp, "left_ankle", "left_shin") - (700, 690)).max() < 0.5
+    dst = skin(mesh, body_frame(kp, mesh))
+    base = mesh.parts[0]
+    assert (orientation(dst, base) == orientation(mesh.vertices, base)).all()
+
+
+def test_skirts_follow_the_knees_and_bottoms_need_hips():
+    g = starter("skirt-black")
+    mesh = GarmentMesh.build(g, g.rgba[..., 3])
+    assert "skirt" in mesh.weights and "left_thigh" not in mesh.weights
+    kp = standing_keypoints()
+    kp[[KP["left_knee"], KP["right_knee"]], 0] += 60  # knees swing right
+    knee_mid = kp[[KP["left_knee"], KP["right_knee"]], :2].mean(axis=0)
+    probe_mesh = probe(mesh, [(mesh.anchors["left_knee"] + mesh.anchors["right_knee"]) / 2], "skirt")
+    assert np.abs(skin(probe_mesh, body_frame(kp, mesh))[0] - knee_mid).max() < 0.5
+    kp[KP["left_hip"], 2] = 0.0
+    assert body_frame(kp, mesh) is None  # a bottom binds to the hips: none without them
+
+
+def test_a_dress_has_a_torso_and_a_skirt_and_no_sleeves():
+    g = starter("dress-burgundy")
+    mesh = GarmentMesh.build(g, g.rgba[..., 3])
+    assert {"torso", "skirt"} <= set(mesh.weights) and not any("sleeve" in k for k in mesh.weights)
+    out = GarmentAnnotator(g).annotate(np.zeros((720, 1280, 3), np.uint8), TimedKeypoints(standing_keypoints(), "own"))
+    assert out[300:560, 600:680].mean() > 20  # chest down to the knees is dressed
+
+
+@pytest.mark.parametrize("gid", ["longsleeve-grey", "shirt-blue", "hoodie-grey", "jacket-black", "dress-teal", "skirt-denim", "trousers-denim"])
+def test_every_kind_renders_without_folding_its_base(gid):
+    g = starter(gid)
+    mesh = GarmentMesh.build(g, g.rgba[..., 3])
+    kp = standing_keypoints()
+    dst = skin(mesh, body_frame(kp, mesh))
+    assert np.isfinite(dst).all()
+    assert (orientation(dst, mesh.parts[0]) == orientation(mesh.vertices, mesh.parts[0])).all()

@@ -41,6 +41,9 @@ KNOWN_ANCHORS = {
     "left_knee",
     "right_knee",
     "hem",
+    "crotch",
+    "left_ankle",
+    "right_ankle",
 }
 MAX_SIDE = 4096
 
@@ -61,6 +64,7 @@ class Garment:
     license: str = ""
     source: str = ""
     variants: list[dict] = field(default_factory=list)
+    tucked: bool = False  # a top tucked into the bottom: drawn under the bottom's waistband
     _rgba: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -149,8 +153,27 @@ def load_garment(sidecar: str | Path) -> Garment:
     for key in ("license", "source"):
         if not isinstance(data.get(key, ""), str):
             raise _fail(path, key, "must be a string")
+    tucked = data.get("tucked", False)
+    if not isinstance(tucked, bool):
+        raise _fail(path, "tucked", "must be true or false")
+    if category in ("top", "outerwear", "dress"):
+        for side in ("left", "right"):
+            if f"{side}_wrist" in anchors and f"{side}_elbow" not in anchors:
+                raise _fail(path, "anchors", f"{side}_wrist needs {side}_elbow (a sleeve bends at the elbow)")
+    if category == "bottom" and "crotch" in anchors and not all(f"{s}_knee" in anchors for s in ("left", "right")):
+        raise _fail(path, "anchors", "trousers (a crotch anchor) need left_knee and right_knee")
     return Garment(
-        gid, name, category, layer, anchors, image_path, path, data.get("license", ""), data.get("source", ""), variants
+        gid,
+        name,
+        category,
+        layer,
+        anchors,
+        image_path,
+        path,
+        data.get("license", ""),
+        data.get("source", ""),
+        variants,
+        tucked,
     )
 
 

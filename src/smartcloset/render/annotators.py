@@ -44,7 +44,8 @@ class GarmentAnnotator:
                 break
             self._pyramid.append(cv2.pyrDown(self._pyramid[-1]))
         a = self.mesh.anchors
-        self._shoulder_width = float(np.linalg.norm(a["left_shoulder"] - a["right_shoulder"]))
+        self._root = ("left_hip", "right_hip") if garment.category == "bottom" else ("left_shoulder", "right_shoulder")
+        self._root_width = float(np.linalg.norm(a[self._root[0]] - a[self._root[1]]))
 
     def annotate(self, frame: np.ndarray, pose: TimedKeypoints) -> np.ndarray:
         if pose.keypoints is None:
@@ -53,9 +54,8 @@ class GarmentAnnotator:
         if body is None:
             return frame
         dst = skin(self.mesh, body)
-        if dst is None:
-            return frame
-        scale = np.linalg.norm(body.shoulders[0] - body.shoulders[1]) / self._shoulder_width
+        pair = body.hips if self.garment.category == "bottom" else body.shoulders
+        scale = np.linalg.norm(pair[0] - pair[1]) / self._root_width
         level = int(np.clip(math.floor(math.log2(1.0 / max(scale, 1e-3))), 0, len(self._pyramid) - 1))
         texture = self._pyramid[level]
         src = self.mesh.vertices / (2**level)

@@ -1,19 +1,27 @@
 """A garment's triangle mesh, skinned to the body's keypoints like a 2D jointed puppet.
 
-Each mesh vertex belongs to the torso or to a sleeve, with a soft blend across the armhole
-seam (the shoulder->armpit line) so torso and sleeve stay joined - no gaps, no seams - as the
-arm swings. The torso follows a homography from the garment's shoulder/hip anchors to the
-body's; a sleeve follows its upper arm bone (shoulder->elbow), stretched along the bone and
-scaled across it with the torso, so the sleeve bends where the arm bends.
+Every garment is cut into parts along its seams, each part following one body transform:
 
-Low-confidence keypoints never make cloth fly off: hips missing -> estimated from the
-shoulders and the garment's own proportions; an elbow missing -> the arm hangs along the
-torso, slightly outward; shoulders missing -> no garment (nothing sensible to bind to).
+* **torso** (tops, outerwear, dresses): a homography from the garment's shoulder and hip
+  anchors onto the body's;
+* **upper sleeve** (shoulder -> elbow) and, where the garment has wrist anchors, **lower sleeve**
+  (elbow -> wrist): each a bone that stretches along the limb and scales across it with the
+  torso, so a long sleeve bends at the elbow;
+* **pelvis** (bottoms): the hips, and the **thighs** (hip -> knee) and **shins** (knee -> ankle)
+  of trouser legs; **skirt** (skirts and the lower part of dresses): the hips and the knees'
+  midpoint, so a skirt sways with the knees.
+
+Across each seam the weights blend over a band *inside* the child part (sleeve, forearm, leg),
+so the parent stays rigid - a torso never folds - and a joint bends without gaps or tears.
+Low-confidence keypoints never fling cloth away: missing hips come from the shoulders and the
+garment's own proportions, a missing elbow lets the arm hang beside the body, a missing wrist
+or ankle continues the limb straight, missing knees keep the legs straight below the hips.
+Shoulders missing (tops) or hips missing (bottoms): no garment - nothing sensible to bind to.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -22,16 +30,23 @@ from ..closet.garment import Garment
 from ..pose.types import KP
 
 MIN_SCORE = 0.3  # keypoints below this confidence are treated as missing
-GRID_CELLS = 10  # mesh cells across the shoulders: enough to bend a sleeve, few enough to be cheap
+GRID_CELLS = 10  # mesh cells across the shoulders (or hips): enough to bend, few enough to be cheap
+BAND = 0.3  # blend band across a seam, as a fraction of the shoulder (or hip) width
+
+SIDES = ("left", "right")
 
 
 def _perp(v: np.ndarray) -> np.ndarray:
     return np.array([-v[1], v[0]], dtype=np.float64)
 
 
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / max(float(np.linalg.norm(v)), 1e-6)
+
+
 def _axes(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unit vectors right->left shoulder ("across") and perpendicular, pointing down the image."""
-    across = (left - right) / max(float(np.linalg.norm(left - right)), 1e-6)
+    """Unit vectors right->left ("across") and perpendicular, pointing down the image."""
+    across = _unit(left - right)
     down = _perp(across)
     return across, (-down if down[1] < 0 else down)
 
@@ -41,37 +56,40 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
     return x * x * (3 - 2 * x)
 
 
+def _cross(u: np.ndarray, v: np.ndarray) -> float:
+    return float(u[0] * v[1] - u[1] * v[0])
+
+
 @dataclass
 class GarmentMesh:
-    """Vertices (N, 2) and triangles (T, 3) in garment pixels, plus per-vertex sleeve weights."""
+    """Vertices (N, 2) and triangles (T, 3) in garment pixels, and the parts that move them.
+
+    ``weights`` maps a part name to its per-vertex weight (they sum to 1 per vertex);
+    ``layers`` lists the triangle sets drawn one over the other: the base (torso, pelvis,
+    skirt), then legs, then sleeves.
+    """
 
     vertices: np.ndarray
     triangles: np.ndarray
-    weights: np.ndarray  # (N, 3): torso, left sleeve, right sleeve; rows sum to 1
+    weights: dict[str, np.ndarray]
     anchors: dict[str, np.ndarray]
-
-    depth: np.ndarray  # (N, 2): signed distance into the left / right sleeve (<= 0: torso)
+    category: str
+    layer_of_vertex: np.ndarray = field(repr=False)  # (N,) 0 base, 1/2 legs, 3/4 sleeves
 
     @property
     def parts(self) -> list[np.ndarray]:
-        """Triangles of each part (torso, left sleeve, right sleeve), to draw as layers.
-
-        A triangle with any vertex inside a sleeve belongs to that sleeve, so every torso
-        vertex has sleeve weight 0: the torso layer is a pure homography and cannot fold. The
-        sleeve layers are drawn over it (where an arm lies against the body, the underarm cloth
-        of the sleeve bunches there, as real cloth does). Separate layers also mean a
-        transparent corner of a sleeve triangle never punches a hole in the torso below it.
-        """
-        inside = self.depth[self.triangles] > 0  # (T, 3, 2)
-        left, right = inside[..., 0].any(axis=1), inside[..., 1].any(axis=1)
-        torso = ~left & ~right
-        return [t for t in (self.triangles[torso], self.triangles[left & ~right], self.triangles[right]) if len(t)]
+        """Triangles per drawing layer. A triangle touching a limb belongs to that limb's layer,
+        so every base vertex has limb weight 0: the base layer cannot fold, and a transparent
+        corner of a sleeve never punches a hole in the torso below it."""
+        lay = self.layer_of_vertex[self.triangles].max(axis=1)
+        return [self.triangles[lay == k] for k in range(5) if (lay == k).any()]
 
     @classmethod
     def build(cls, garment: Garment, alpha: np.ndarray, cells: int = GRID_CELLS) -> GarmentMesh:
         a = {k: np.array(v, dtype=np.float64) for k, v in garment.anchors.items()}
+        width = _reference_width(a, garment.category)
         h, w = alpha.shape
-        step = max(4, int(round(np.linalg.norm(a["left_shoulder"] - a["right_shoulder"]) / cells)))
+        step = max(4, int(round(width / cells)))
         ys, xs = np.nonzero(alpha > 0)
         x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
         gx = np.unique(np.r_[np.arange(x0, x1, step), x1].clip(0, w))
@@ -79,139 +97,233 @@ class GarmentMesh:
         X, Y = np.meshgrid(gx.astype(np.float64), gy.astype(np.float64))
         verts = np.stack([X.ravel(), Y.ravel()], axis=1)
         nx = len(gx)
-        # Two triangles per cell, kept only where the cell holds some cloth.
-        cover = cv2.resize((alpha > 0).astype(np.uint8), (w, h))
+        cloth = alpha > 0
         tris = []
         for j in range(len(gy) - 1):
             for i in range(nx - 1):
-                cx0, cx1, cy0, cy1 = int(gx[i]), int(gx[i + 1]), int(gy[j]), int(gy[j + 1])
-                if cover[cy0:cy1, cx0:cx1].any():
+                if cloth[int(gy[j]) : int(gy[j + 1]) + 1, int(gx[i]) : int(gx[i + 1]) + 1].any():
                     v = j * nx + i
                     tris.append((v, v + 1, v + nx + 1))
                     tris.append((v, v + nx + 1, v + nx))
         triangles = np.array(tris, dtype=np.int32).reshape(-1, 3)
-        depth = cls._sleeve_depth(verts, a)
-        band = 0.3 * np.linalg.norm(a["left_shoulder"] - a["right_shoulder"]) if "left_shoulder" in a else 1.0
-        sleeves = _smoothstep(depth / band)  # 0 on the seams, 1 a band's width inside the sleeve
-        weights = np.column_stack([1.0 - sleeves.sum(axis=1), sleeves])
-        return cls(verts, triangles, weights, a, depth)
+        weights, layer = _part_weights(verts, a, garment.category, BAND * width)
+        return cls(verts, triangles, weights, a, garment.category, layer)
 
-    @staticmethod
-    def _sleeve_depth(verts: np.ndarray, a: dict[str, np.ndarray]) -> np.ndarray:
-        """Per vertex, how far (garment px) it lies inside the left and right sleeve.
 
-        A sleeve is what lies beyond the armhole seam (shoulder->armpit) and, below the
-        armpit, outside the side seam. Negative: on the torso side.
-        """
-        depth = np.full((len(verts), 2), -1e9)
-        if "left_shoulder" not in a or "right_shoulder" not in a:
-            return depth
+def _reference_width(a: dict[str, np.ndarray], category: str) -> float:
+    if category != "bottom" and "left_shoulder" in a and "right_shoulder" in a:
+        return float(np.linalg.norm(a["left_shoulder"] - a["right_shoulder"]))
+    return float(np.linalg.norm(a["left_hip"] - a["right_hip"])) * 1.4
+
+
+def _beyond(verts: np.ndarray, point: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    return (verts - point) @ normal
+
+
+def _part_weights(verts: np.ndarray, a: dict[str, np.ndarray], category: str, band: float):
+    """Per-vertex weight of each part, and each vertex's drawing layer."""
+    n = len(verts)
+    weights: dict[str, np.ndarray] = {}
+    layer = np.zeros(n, np.int8)
+    ramp = lambda d: _smoothstep(d / band)  # noqa: E731  0 on the seam, 1 a band inside the child
+    remaining = np.ones(n)
+
+    if category == "bottom":
+        base = "pelvis"
+    else:
+        base = "torso"
         across, down = _axes(a["left_shoulder"], a["right_shoulder"])
-        for col, side in ((0, "left"), (1, "right")):
+        for k, side in enumerate(SIDES):
             sh, pit, elb = a.get(f"{side}_shoulder"), a.get(f"{side}_armpit"), a.get(f"{side}_elbow")
-            if sh is None or pit is None or elb is None:
+            if pit is None or elb is None:
                 continue
             outward = across if side == "left" else -across
-            normal = _perp((pit - sh) / np.linalg.norm(pit - sh))
-            if np.dot(normal, outward) < 0:  # point the normal toward the sleeve
+            normal = _perp(_unit(pit - sh))
+            if np.dot(normal, outward) < 0:
                 normal = -normal
-            beyond_armhole = (verts - sh) @ normal
-            above_armpit = (pit - verts) @ down  # > 0: above the armpit, where no side seam limits
-            beyond_side = np.maximum((verts - pit) @ outward, above_armpit)
-            depth[:, col] = np.minimum(beyond_armhole, beyond_side)
-        return depth
+            # The sleeve: above the armpit, what lies beyond the armhole seam; below it, what lies
+            # outside the side seam (a hanging sleeve runs alongside the body there).
+            beyond_armhole, beyond_side = _beyond(verts, sh, normal), _beyond(verts, pit, outward)
+            below = np.where(beyond_side > 0, np.maximum(beyond_armhole, beyond_side), np.minimum(beyond_armhole, beyond_side))
+            depth = np.where((pit - verts) @ down > 0, beyond_armhole, below)
+            sleeve = ramp(depth) * remaining
+            layer[depth > 0] = 3 + k
+            wrist = a.get(f"{side}_wrist")
+            if wrist is not None:  # a long sleeve bends at the elbow
+                axis = _unit(elb - sh)
+                forearm = ramp(_beyond(verts, elb, axis)) * sleeve
+                weights[f"{side}_forearm"] = forearm
+                sleeve = sleeve - forearm
+            weights[f"{side}_sleeve"] = sleeve
+            remaining = remaining - sleeve - weights.get(f"{side}_forearm", 0)
+
+    if category in ("bottom", "dress"):
+        hip_axis, hip_down = _axes(a["left_hip"], a["right_hip"])
+        mid_hip = (a["left_hip"] + a["right_hip"]) / 2
+        knees = all(f"{s}_knee" in a for s in SIDES)
+        legs = category == "bottom" and knees and "crotch" in a
+        if legs:  # trousers: two legs below the crotch, split at the centre line
+            below = _beyond(verts, a["crotch"], hip_down)
+            for k, side in enumerate(SIDES):
+                outward = hip_axis if side == "left" else -hip_axis
+                on_side = _beyond(verts, mid_hip, outward) > 0
+                leg = np.where(on_side, ramp(below), 0.0) * remaining
+                layer[(below > 0) & on_side] = 1 + k
+                if f"{side}_ankle" in a:
+                    shin = ramp(_beyond(verts, a[f"{side}_knee"], _unit(a[f"{side}_ankle"] - a[f"{side}_knee"]))) * leg
+                    weights[f"{side}_shin"] = shin
+                    leg = leg - shin
+                weights[f"{side}_thigh"] = leg
+                remaining = remaining - leg - weights.get(f"{side}_shin", 0)
+        elif knees:  # a skirt (or a dress's skirt) follows the hips and the knees' midpoint
+            skirt = ramp(_beyond(verts, mid_hip, hip_down)) * remaining
+            weights["skirt"] = skirt
+            remaining = remaining - skirt
+    weights[base] = remaining
+    return weights, layer
 
 
 @dataclass
 class BodyFrame:
-    """The body points a garment binds to, after filling in missing ones."""
+    """The body points a garment binds to, after filling in missing ones ((2, 2): left, right)."""
 
-    shoulders: np.ndarray  # (2, 2): left, right
-    hips: np.ndarray  # (2, 2)
-    elbows: np.ndarray  # (2, 2)
+    shoulders: np.ndarray | None
+    hips: np.ndarray
+    elbows: np.ndarray | None = None
+    wrists: np.ndarray | None = None
+    knees: np.ndarray | None = None
+    ankles: np.ndarray | None = None
+
+
+def _pair(kp: np.ndarray, ok: np.ndarray, name: str) -> np.ndarray | None:
+    i, j = KP[f"left_{name}"], KP[f"right_{name}"]
+    return kp[[i, j], :2] if ok[i] and ok[j] else None
+
+
+def _continue_limb(base: np.ndarray, joint: np.ndarray, ratio: np.ndarray, given: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Per side: the keypoint if seen, else the limb continued straight with the garment's ratio."""
+    guess = joint + (joint - base) * ratio[:, None]
+    return np.where(ok[:, None], given, guess)
 
 
 def body_frame(keypoints: np.ndarray, mesh: GarmentMesh) -> BodyFrame | None:
-    """Pick (or estimate) the points the garment needs; None if the shoulders are not seen."""
+    """Pick (or estimate) the points the garment needs; None if its root is not seen."""
     kp = np.asarray(keypoints, dtype=np.float64)
     ok = kp[:, 2] >= MIN_SCORE
-    ls, rs = KP["left_shoulder"], KP["right_shoulder"]
-    if not (ok[ls] and ok[rs]):
-        return None
-    shoulders = kp[[ls, rs], :2]
-    width = np.linalg.norm(shoulders[0] - shoulders[1])
-    if width < 4:
-        return None
     a = mesh.anchors
-    g_sw = np.linalg.norm(a["left_shoulder"] - a["right_shoulder"])
-    scale = width / g_sw
-    across, down = _axes(shoulders[0], shoulders[1])
-    lh, rh = KP["left_hip"], KP["right_hip"]
-    if ok[lh] and ok[rh]:
-        hips = kp[[lh, rh], :2]
-    else:  # the garment's own proportions: where its hip anchors sit below its shoulders
-        g_across, g_down = _axes(a["left_shoulder"], a["right_shoulder"])
-        g_mid = (a["left_shoulder"] + a["right_shoulder"]) / 2
-        offs = np.array([a["left_hip"], a["right_hip"]]) - g_mid
-        hips = shoulders.mean(axis=0) + scale * (np.outer(offs @ g_across, across) + np.outer(offs @ g_down, down))
-    elbows = []
-    for i, side in enumerate(("left", "right")):
-        e = KP[f"{side}_elbow"]
-        if ok[e]:
-            elbows.append(kp[e, :2])
-            continue
-        g_len = np.linalg.norm(a.get(f"{side}_elbow", a[f"{side}_shoulder"] + [0, g_sw]) - a[f"{side}_shoulder"])
-        outward = across if side == "left" else -across
-        hang = down * np.cos(0.2) + outward * np.sin(0.2)  # ~11 deg away from the torso
-        elbows.append(shoulders[i] + scale * g_len * hang)
-    return BodyFrame(shoulders, np.asarray(hips), np.asarray(elbows))
+    side_ok = lambda name: np.array([ok[KP[f"{s}_{name}"]] for s in SIDES])  # noqa: E731
+    shoulders = _pair(kp, ok, "shoulder")
+    hips = _pair(kp, ok, "hip")
+    if mesh.category == "bottom":
+        if hips is None or np.linalg.norm(hips[0] - hips[1]) < 4:
+            return None
+        scale = np.linalg.norm(hips[0] - hips[1]) / np.linalg.norm(a["left_hip"] - a["right_hip"])
+    else:
+        if shoulders is None or np.linalg.norm(shoulders[0] - shoulders[1]) < 4:
+            return None
+        scale = np.linalg.norm(shoulders[0] - shoulders[1]) / np.linalg.norm(a["left_shoulder"] - a["right_shoulder"])
+        if hips is None:  # the garment's own proportions: where its hips sit below its shoulders
+            across, down = _axes(shoulders[0], shoulders[1])
+            g_across, g_down = _axes(a["left_shoulder"], a["right_shoulder"])
+            offs = np.array([a["left_hip"], a["right_hip"]]) - (a["left_shoulder"] + a["right_shoulder"]) / 2
+            hips = shoulders.mean(axis=0) + scale * (np.outer(offs @ g_across, across) + np.outer(offs @ g_down, down))
+    frame = BodyFrame(shoulders, np.asarray(hips))
+    if shoulders is not None and "left_elbow" in a:
+        across, down = _axes(shoulders[0], shoulders[1])
+        elbows = []
+        for i, side in enumerate(SIDES):
+            e = KP[f"{side}_elbow"]
+            if ok[e]:
+                elbows.append(kp[e, :2])
+                continue
+            g_len = np.linalg.norm(a[f"{side}_elbow"] - a[f"{side}_shoulder"])
+            outward = across if side == "left" else -across
+            elbows.append(shoulders[i] + scale * g_len * (down * np.cos(0.2) + outward * np.sin(0.2)))
+        frame.elbows = np.array(elbows)
+        if "left_wrist" in a:
+            ratio = np.array(
+                [np.linalg.norm(a[f"{s}_wrist"] - a[f"{s}_elbow"]) / np.linalg.norm(a[f"{s}_elbow"] - a[f"{s}_shoulder"]) for s in SIDES]
+            )
+            given = np.array([kp[KP[f"{s}_wrist"], :2] for s in SIDES])
+            frame.wrists = _continue_limb(shoulders, frame.elbows, ratio, given, side_ok("wrist") & side_ok("elbow"))
+    if "left_knee" in a:
+        _, down = _axes(frame.hips[0], frame.hips[1])
+        g_len = np.array([np.linalg.norm(a[f"{s}_knee"] - a[f"{s}_hip"]) for s in SIDES])
+        straight = frame.hips + np.outer(scale * g_len, down)
+        given = np.array([kp[KP[f"{s}_knee"], :2] for s in SIDES])
+        frame.knees = np.where(side_ok("knee")[:, None], given, straight)
+        if "left_ankle" in a:
+            ratio = np.array(
+                [np.linalg.norm(a[f"{s}_ankle"] - a[f"{s}_knee"]) / np.linalg.norm(a[f"{s}_knee"] - a[f"{s}_hip"]) for s in SIDES]
+            )
+            given = np.array([kp[KP[f"{s}_ankle"], :2] for s in SIDES])
+            frame.ankles = _continue_limb(frame.hips, frame.knees, ratio, given, side_ok("ankle") & side_ok("knee"))
+    return frame
 
 
-def _bone_affine(
-    g0: np.ndarray, g1: np.ndarray, b0: np.ndarray, b1: np.ndarray, cross_scale: float, flip: bool
-) -> np.ndarray:
+def _bone_affine(g0, g1, b0, b1, cross_scale: float, flip: bool) -> np.ndarray:
     """2x3 affine taking the garment bone g0->g1 onto the body bone b0->b1."""
     gl, bl = np.linalg.norm(g1 - g0), np.linalg.norm(b1 - b0)
-    gu = (g1 - g0) / max(gl, 1e-6)
-    bu = (b1 - b0) / max(bl, 1e-6)
+    gu, bu = (g1 - g0) / max(gl, 1e-6), (b1 - b0) / max(bl, 1e-6)
     gv, bv = _perp(gu), _perp(bu) * (-1 if flip else 1)
-    # p -> b0 + s_along * <p-g0, gu> bu + cross_scale * <p-g0, gv> bv
     m = np.outer(bu, gu) * (bl / max(gl, 1e-6)) + np.outer(bv, gv) * cross_scale
     return np.hstack([m, (b0 - m @ g0)[:, None]])
 
 
-def _cross(u: np.ndarray, v: np.ndarray) -> float:
-    return float(u[0] * v[1] - u[1] * v[0])
+def _apply(A: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    return pts @ A[:, :2].T + A[:, 2]
 
 
-def skin(mesh: GarmentMesh, body: BodyFrame) -> np.ndarray | None:
-    """Vertex positions (N, 2) in frame pixels for this body, or None if the torso is degenerate."""
-    a = mesh.anchors
-    g_quad = np.array([a["left_shoulder"], a["right_shoulder"], a["right_hip"], a["left_hip"]], np.float32)
-    b_quad = np.array([body.shoulders[0], body.shoulders[1], body.hips[1], body.hips[0]], np.float32)
-    if abs(cv2.contourArea(b_quad)) < 16.0 or not cv2.isContourConvex(b_quad):
-        # A twisted or collapsed torso (side view, bad keypoints): fall back to an affine map
-        # from the shoulders and the hip midpoint, which cannot fold.
-        src = np.array([a["left_shoulder"], a["right_shoulder"], (a["left_hip"] + a["right_hip"]) / 2], np.float32)
-        dst = np.array([body.shoulders[0], body.shoulders[1], body.hips.mean(axis=0)], np.float32)
-        A = cv2.getAffineTransform(src, dst)
-        torso = mesh.vertices @ A[:, :2].T + A[:, 2]
+def _three_point(src: list[np.ndarray], dst: list[np.ndarray]) -> np.ndarray:
+    return cv2.getAffineTransform(np.array(src, np.float32), np.array(dst, np.float32)).astype(np.float64)
+
+
+def skin(mesh: GarmentMesh, body: BodyFrame) -> np.ndarray:
+    """Vertex positions (N, 2) in frame pixels for this body."""
+    a, v, w = mesh.anchors, mesh.vertices, mesh.weights
+    out = np.zeros_like(v)
+    g_hips = [a["left_hip"], a["right_hip"]]
+    hip_w = np.linalg.norm(body.hips[0] - body.hips[1]) / np.linalg.norm(g_hips[0] - g_hips[1])
+    if body.shoulders is not None and "left_shoulder" in a:
+        g_quad = np.array([a["left_shoulder"], a["right_shoulder"], a["right_hip"], a["left_hip"]], np.float32)
+        b_quad = np.array([body.shoulders[0], body.shoulders[1], body.hips[1], body.hips[0]], np.float32)
+        cross = np.linalg.norm(body.shoulders[0] - body.shoulders[1]) / np.linalg.norm(a["left_shoulder"] - a["right_shoulder"])
+        g_hand = _cross(a["left_shoulder"] - a["right_shoulder"], (g_hips[0] + g_hips[1]) / 2 - a["left_shoulder"])
+        b_hand = _cross(body.shoulders[0] - body.shoulders[1], body.hips.mean(axis=0) - body.shoulders[0])
+        flip = (g_hand > 0) != (b_hand > 0)  # facing away mirrors the torso; limbs mirror with it
     else:
-        Hm = cv2.getPerspectiveTransform(g_quad, b_quad)
-        torso = cv2.perspectiveTransform(mesh.vertices[None].astype(np.float64), Hm)[0]
-    g_sw = np.linalg.norm(a["left_shoulder"] - a["right_shoulder"])
-    cross_scale = np.linalg.norm(body.shoulders[0] - body.shoulders[1]) / g_sw
-    # Facing away from the camera mirrors the torso; the sleeves must mirror with it.
-    g_hand = _cross(a["left_shoulder"] - a["right_shoulder"], (a["left_hip"] + a["right_hip"]) / 2 - a["left_shoulder"])
-    b_hand = _cross(body.shoulders[0] - body.shoulders[1], body.hips.mean(axis=0) - body.shoulders[0])
-    flip = (g_hand > 0) != (b_hand > 0)
-    out = mesh.weights[:, :1] * torso
-    for col, (i, side) in ((1, (0, "left")), (2, (1, "right"))):
-        w = mesh.weights[:, col : col + 1]
-        if not w.any():
+        cross, flip = hip_w, False
+    for name, weight in w.items():
+        if not weight.any():
             continue
-        A = _bone_affine(
-            a[f"{side}_shoulder"], a[f"{side}_elbow"], body.shoulders[i], body.elbows[i], cross_scale, flip
-        )
-        out = out + w * (mesh.vertices @ A[:, :2].T + A[:, 2])
+        if name == "torso":
+            if abs(cv2.contourArea(b_quad)) < 16.0 or not cv2.isContourConvex(b_quad):
+                # A twisted or collapsed torso: an affine map (shoulders, hip midpoint) cannot fold.
+                A = _three_point([a["left_shoulder"], a["right_shoulder"], (g_hips[0] + g_hips[1]) / 2],
+                                 [body.shoulders[0], body.shoulders[1], body.hips.mean(axis=0)])
+                pos = _apply(A, v)
+            else:
+                Hm = cv2.getPerspectiveTransform(g_quad, b_quad)
+                pos = cv2.perspectiveTransform(v[None].astype(np.float64), Hm)[0]
+        elif name in ("pelvis", "skirt"):
+            g_mid, b_mid = (g_hips[0] + g_hips[1]) / 2, body.hips.mean(axis=0)
+            if name == "skirt" and body.knees is not None:
+                g_low, b_low = (a["left_knee"] + a["right_knee"]) / 2, body.knees.mean(axis=0)
+            else:  # straight down from the hips, scaled like them
+                _, g_down = _axes(*g_hips)
+                _, b_down = _axes(body.hips[0], body.hips[1])
+                g_low, b_low = g_mid + g_down * 100.0, b_mid + b_down * 100.0 * hip_w
+            pos = _apply(_three_point([g_hips[0], g_hips[1], g_low], [body.hips[0], body.hips[1], b_low]), v)
+        else:
+            side, part = name.split("_", 1)
+            i = SIDES.index(side)
+            bones = {
+                "sleeve": ("shoulder", "elbow", body.shoulders, body.elbows),
+                "forearm": ("elbow", "wrist", body.elbows, body.wrists),
+                "thigh": ("hip", "knee", body.hips, body.knees),
+                "shin": ("knee", "ankle", body.knees, body.ankles),
+            }[part]
+            g0, g1, b0, b1 = a[f"{side}_{bones[0]}"], a[f"{side}_{bones[1]}"], bones[2][i], bones[3][i]
+            pos = _apply(_bone_affine(g0, g1, b0, b1, cross, flip), v)
+        out += weight[:, None] * pos
     return out
