@@ -118,8 +118,9 @@ def test_closet_skips_a_broken_file_and_keeps_the_rest(tmp_path):
 def probe(mesh: GarmentMesh, points, part: str) -> GarmentMesh:
     """A mesh of just these garment points, all moved by one part (to see where they land)."""
     pts = np.array(points, np.float64)
-    return GarmentMesh(pts, mesh.triangles[:0], {part: np.ones(len(pts))}, mesh.anchors, mesh.category, np.zeros(len(pts), np.int8))
-
+    return GarmentMesh(
+        pts, mesh.triangles[:0], {part: np.ones(len(pts))}, mesh.anchors, mesh.category, np.zeros(len(pts), np.int8)
+    )
 
 
 def test_anchors_land_on_the_keypoints(garment):
@@ -316,7 +317,10 @@ def test_a_dress_has_a_torso_and_a_skirt_and_no_sleeves():
     assert out[300:560, 600:680].mean() > 20  # chest down to the knees is dressed
 
 
-@pytest.mark.parametrize("gid", ["longsleeve-grey", "shirt-blue", "hoodie-grey", "jacket-black", "dress-teal", "skirt-denim", "trousers-denim"])
+@pytest.mark.parametrize(
+    "gid",
+    ["longsleeve-grey", "shirt-blue", "hoodie-grey", "jacket-black", "dress-teal", "skirt-denim", "trousers-denim"],
+)
 def test_every_kind_renders_without_folding_its_base(gid):
     g = starter(gid)
     mesh = GarmentMesh.build(g, g.rgba[..., 3])
@@ -324,3 +328,74 @@ def test_every_kind_renders_without_folding_its_base(gid):
     dst = skin(mesh, body_frame(kp, mesh))
     assert np.isfinite(dst).all()
     assert (orientation(dst, mesh.parts[0]) == orientation(mesh.vertices, mesh.parts[0])).all()
+
+
+# -- layering, arms in front, shading --------------------------------------------------------
+
+
+def test_draw_order_layers_and_tucks():
+    from smartcloset.closet.garment import draw_order
+
+    tee, jacket, jeans = starter("tshirt-navy"), starter("jacket-black"), starter("trousers-denim")
+    assert [g.id for g in draw_order([jacket, tee, jeans])] == ["trousers-denim", "tshirt-navy", "jacket-black"]
+    tee.tucked = True
+    assert [g.id for g in draw_order([jacket, tee, jeans])] == ["tshirt-navy", "trousers-denim", "jacket-black"]
+    tee.tucked = False
+
+
+def test_layered_look_outer_garment_covers_the_inner_one():
+    from smartcloset.render.annotators import LookAnnotator
+
+    tee, jacket = GarmentAnnotator(starter("tshirt-red")), GarmentAnnotator(starter("jacket-black"))
+    frame = np.full((720, 1280, 3), 200, np.uint8)
+    out = LookAnnotator([tee, jacket], occlusion=False, shading=False).annotate(
+        frame.copy(), TimedKeypoints(standing_keypoints(), "own")
+    )
+    chest = out[260:400, 600:680].reshape(-1, 3).mean(axis=0)
+    assert chest.max() < 90  # black jacket over the red tee, not red
+
+
+def test_a_forearm_across_the_torso_stays_in_front():
+    from smartcloset.render.annotators import LookAnnotator
+
+    frame = np.full((720, 1280, 3), (40, 160, 40), np.uint8)
+    kp = standing_keypoints()
+    kp[KP["left_elbow"], :2] = (740, 330)
+    kp[KP["left_wrist"], :2] = (600, 360)  # forearm across the belly
+    cv2.line(frame, (740, 330), (600, 360), (60, 120, 230), 30)  # the real (skin-coloured) arm
+    tk = TimedKeypoints(kp, "own")
+    tee = GarmentAnnotator(starter("tshirt-navy"))
+    without = LookAnnotator([tee], occlusion=False, shading=False).annotate(frame.copy(), tk)
+    with_arms = LookAnnotator([tee], occlusion=True, shading=False).annotate(frame.copy(), tk)
+    arm = (slice(340, 352), slice(640, 700))  # on the forearm, over the torso
+    assert np.abs(without[arm].astype(int) - (92, 52, 28)).mean() < 60  # hidden under the cloth...
+    assert np.abs(with_arms[arm].astype(int) - (60, 120, 230)).mean() < 25  # ... unless drawn in front
+    assert np.array_equal(with_arms[250:300, 610:640], without[250:300, 610:640])  # the chest is unchanged
+
+
+def test_person_mask_trims_the_arm_to_the_person():
+    from smartcloset.render.occlusion import arm_mask
+
+    kp = standing_keypoints()
+    kp[KP["left_wrist"], :2] = (600, 360)
+    capsule = arm_mask(kp, (720, 1280))
+    person = np.zeros((360, 640), np.uint8)  # backend resolution, half of the frame
+    person[:, :310] = 255  # the person ends at x = 620 in the frame
+    trimmed = arm_mask(kp, (720, 1280), person)
+    assert capsule[:, 640:].any() and not trimmed[:, 624:].any() and trimmed[:, :600].any()
+    kp[KP["left_wrist"], 2] = kp[KP["right_wrist"], 2] = 0.1
+    assert arm_mask(kp, (720, 1280)) is None  # no confident forearm, nothing restored
+
+
+def test_shading_follows_the_folds_of_the_frame_and_keeps_the_colour():
+    from smartcloset.render.shading import shade, shading_map
+
+    flat = np.full((200, 200, 3), 120, np.uint8)
+    assert np.allclose(shading_map(flat), 1.0, atol=1e-3)
+    folded = flat.copy()
+    folded[:, 96:104] = 60  # a dark crease
+    factor = shading_map(folded)
+    assert factor[100, 100] < 0.9 and abs(float(np.median(factor)) - 1.0) < 0.02
+    patch = np.dstack([np.full((200, 200, 3), 100, np.uint8), np.full((200, 200), 255, np.uint8)])
+    shaded = shade(patch, factor)
+    assert shaded[100, 100, 0] < 90 and shaded[100, 20, 0] == 100 and (shaded[..., 3] == 255).all()

@@ -14,11 +14,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from .closet.garment import draw_order
 from .closet.store import Closet
 from .codec import fit_size
 from .pose.backend import PoseBackend, create_backend
 from .pose.timeline import KeypointTimeline
-from .render.annotators import GarmentAnnotator, SkeletonAnnotator, render_frame
+from .render.annotators import GarmentAnnotator, LookAnnotator, SkeletonAnnotator, render_frame
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +61,20 @@ def tryon_file(
     backend: str = "auto",
     closet_dir: str | None = None,
     skeleton: bool = False,
+    segmentation: bool = True,
 ) -> int:
     """Write the dressed image or mp4; returns the number of frames written."""
     closet = Closet(closet_dir)
     try:
-        items = sorted((closet.get(g) for g in garments), key=lambda g: g.layer)
+        items = draw_order([closet.get(g) for g in garments])
     except KeyError as exc:
         raise TryOnError(f"{exc.args[0]}; see `smart-closet garments list`") from None
-    annotators: list = [GarmentAnnotator(g) for g in items]
+    annotators: list = [LookAnnotator([GarmentAnnotator(g) for g in items])]
     if skeleton:
         annotators.append(SkeletonAnnotator())
     if not Path(src).is_file():
         raise TryOnError(f"input {src} does not exist")
-    pose_backend = create_backend(backend, segmentation=False)
+    pose_backend = create_backend(backend, segmentation=segmentation)
     try:
         if Path(src).suffix.lower() in IMAGE_SUFFIXES:
             image = cv2.imread(src, cv2.IMREAD_COLOR)

@@ -171,7 +171,9 @@ def top_sketch(
         cuff_in = [tuple(top_end - 14 * d), tuple(low_end - 14 * d)]
         s.seams.append((side(cuff_in), 1.0, True))
         if long:
-            s.panels.append((side([tuple(top_end - 26 * d), tuple(top_end), tuple(low_end), tuple(low_end - 26 * d)]), 0.10))
+            s.panels.append(
+                (side([tuple(top_end - 26 * d), tuple(top_end), tuple(low_end), tuple(low_end - 26 * d)]), 0.10)
+            )
             elbow = sh + 185 * d
             s.folds.append((side([tuple(elbow + 10 * n), tuple(elbow + 40 * n + 20 * d)]), 5, 0.8))
         s.folds.append((side([(CX - 122, 210.0), (CX - 60, 246.0)]), 6, 1.0))
@@ -179,7 +181,9 @@ def top_sketch(
     if rib:
         s.panels.append(([(CX - 131, hem - rib), (CX + 131, hem - rib), *reversed(hem_curve), (CX - 131, hem)], 0.12))
     else:
-        s.seams.append((curve((CX - 124, hem - 12), (CX, hem + 4 + 2 * shirttail), (CX + 124, hem - 12), 16), 1.0, True))
+        s.seams.append(
+            (curve((CX - 124, hem - 12), (CX, hem + 4 + 2 * shirttail), (CX + 124, hem - 12), 16), 1.0, True)
+        )
     if neck == "crew":
         outer = curve((CX + 40, 60.0), (CX, 164.0), (CX - 40, 60.0), 20)
         inner = curve((CX + 54, 66.0), (CX, 180.0), (CX - 54, 66.0), 20)
@@ -190,13 +194,19 @@ def top_sketch(
             flap = side([(CX - 44, 58.0), (CX - 4, 120.0), (CX - 36, 128.0), (CX - 66, 76.0)])
             s.panels.append((flap, 0.06))
             s.seams.append((flap + [flap[0]], 1.2, False))
-        s.panels.append(([(CX - 12, 120.0), (CX + 12, 120.0), (CX + 12, hem + shirttail), (CX - 12, hem + shirttail)], 0.05))
+        s.panels.append(
+            ([(CX - 12, 120.0), (CX + 12, 120.0), (CX + 12, hem + shirttail), (CX - 12, hem + shirttail)], 0.05)
+        )
         s.seams.append(([(CX + 12, 122.0), (CX + 12, hem + shirttail + 10)], 1.0, False))
         s.buttons += [((CX, y), 4.0) for y in np.arange(150.0, hem + shirttail, 62.0)]
-        s.panels.append(([(CX - 100, 170.0), (CX - 40, 170.0), (CX - 40, 236.0), (CX - 70, 246.0), (CX - 100, 236.0)], 0.07))
+        s.panels.append(
+            ([(CX - 100, 170.0), (CX - 40, 170.0), (CX - 40, 236.0), (CX - 70, 246.0), (CX - 100, 236.0)], 0.07)
+        )
         s.seams.append(([(CX - 100, 170.0), (CX - 40, 170.0)], 1.2, False))
     elif neck == "hood":  # the hood down, folded behind the neck; drawstrings; kangaroo pocket
-        hood = curve((CX - 90, 96.0), (CX - 96, 36.0), (CX, 34.0), 14) + curve((CX, 34.0), (CX + 96, 36.0), (CX + 90, 96.0), 14)
+        hood = curve((CX - 90, 96.0), (CX - 96, 36.0), (CX, 34.0), 14) + curve(
+            (CX, 34.0), (CX + 96, 36.0), (CX + 90, 96.0), 14
+        )
         s.cloth.append(hood + [(CX, 120.0)])
         s.panels.append((curve((CX - 58, 84.0), (CX, 40.0), (CX + 58, 84.0), 14) + [(CX, 110.0)], 0.32))
         for x in (CX - 22, CX + 22):
@@ -255,7 +265,14 @@ BX = BOTTOM_W / 2
 
 
 def trousers_sketch() -> Sketch:
-    right = [(BX - 100, 40.0), (BX - 114, 150.0), (BX - 118, 420.0), (BX - 120, 722.0), (BX - 28, 722.0), (BX - 18, 420.0)]
+    right = [
+        (BX - 100, 40.0),
+        (BX - 114, 150.0),
+        (BX - 118, 420.0),
+        (BX - 120, 722.0),
+        (BX - 28, 722.0),
+        (BX - 18, 420.0),
+    ]
     right += curve((BX - 18, 420.0), (BX - 6, 220.0), (BX, 196.0), 8)[1:]
     outline = right + list(reversed(mirror(right, BX)))[1:]
     s = Sketch(BOTTOM_W, 740, cloth=[outline])
@@ -304,14 +321,56 @@ def skirt_sketch() -> Sketch:
 
 # id, name, category, sketch factory, colourways (id suffix, name, BGR)
 STARTER = [
-    ("tshirt", "T-shirt", "top", lambda: top_sketch("short", "crew"), [("white", "White", (236, 238, 240)), ("navy", "Navy", (92, 52, 28)), ("red", "Red", (48, 40, 196))]),
-    ("longsleeve", "Long-sleeve", "top", lambda: top_sketch("long", "crew"), [("grey", "Grey", (150, 150, 146)), ("black", "Black", (40, 38, 38))]),
-    ("shirt", "Shirt", "top", lambda: top_sketch("long", "collar", hem=440.0, shirttail=14.0), [("blue", "Light blue", (226, 196, 160)), ("white", "White", (244, 244, 240))]),
-    ("hoodie", "Hoodie", "top", lambda: top_sketch("long", "hood", hem=446.0, rib=22.0), [("grey", "Grey", (170, 166, 160)), ("green", "Green", (80, 120, 70))]),
-    ("jacket", "Jacket", "outerwear", lambda: top_sketch("long", "stand", hem=436.0, rib=18.0), [("black", "Black", (36, 34, 34)), ("tan", "Tan", (96, 140, 186))]),
-    ("dress", "Dress", "dress", dress_sketch, [("burgundy", "Burgundy", (58, 30, 120)), ("teal", "Teal", (130, 120, 30))]),
+    (
+        "tshirt",
+        "T-shirt",
+        "top",
+        lambda: top_sketch("short", "crew"),
+        [("white", "White", (236, 238, 240)), ("navy", "Navy", (92, 52, 28)), ("red", "Red", (48, 40, 196))],
+    ),
+    (
+        "longsleeve",
+        "Long-sleeve",
+        "top",
+        lambda: top_sketch("long", "crew"),
+        [("grey", "Grey", (150, 150, 146)), ("black", "Black", (40, 38, 38))],
+    ),
+    (
+        "shirt",
+        "Shirt",
+        "top",
+        lambda: top_sketch("long", "collar", hem=440.0, shirttail=14.0),
+        [("blue", "Light blue", (226, 196, 160)), ("white", "White", (244, 244, 240))],
+    ),
+    (
+        "hoodie",
+        "Hoodie",
+        "top",
+        lambda: top_sketch("long", "hood", hem=446.0, rib=22.0),
+        [("grey", "Grey", (170, 166, 160)), ("green", "Green", (80, 120, 70))],
+    ),
+    (
+        "jacket",
+        "Jacket",
+        "outerwear",
+        lambda: top_sketch("long", "stand", hem=436.0, rib=18.0),
+        [("black", "Black", (36, 34, 34)), ("tan", "Tan", (96, 140, 186))],
+    ),
+    (
+        "dress",
+        "Dress",
+        "dress",
+        dress_sketch,
+        [("burgundy", "Burgundy", (58, 30, 120)), ("teal", "Teal", (130, 120, 30))],
+    ),
     ("skirt", "Skirt", "bottom", skirt_sketch, [("black", "Black", (40, 38, 38)), ("denim", "Denim", (140, 96, 62))]),
-    ("trousers", "Trousers", "bottom", trousers_sketch, [("khaki", "Khaki", (120, 160, 180)), ("denim", "Denim", (120, 70, 40))]),
+    (
+        "trousers",
+        "Trousers",
+        "bottom",
+        trousers_sketch,
+        [("khaki", "Khaki", (120, 160, 180)), ("denim", "Denim", (120, 70, 40))],
+    ),
 ]
 
 

@@ -93,6 +93,19 @@ class Garment:
         }
 
 
+def draw_order(garments: list[Garment]) -> list[Garment]:
+    """Bottom layer first: by ``layer``, except that a tucked top goes under the bottoms."""
+    bottoms = [g.layer for g in garments if g.category == "bottom"]
+    tuck_under = min(bottoms) - 1 if bottoms else None
+
+    def key(g: Garment) -> tuple[int, str]:
+        if g.tucked and g.category == "top" and tuck_under is not None:
+            return tuck_under, g.id
+        return g.layer, g.id
+
+    return sorted(garments, key=key)
+
+
 def _fail(path: Path, field_name: str, why: str) -> GarmentError:
     return GarmentError(f"{path}: field {field_name!r}: {why}")
 

@@ -19,6 +19,8 @@ from ..pose.timeline import TimedKeypoints
 from ..pose.types import KP
 from .composite import composite, premultiply
 from .mesh import MIN_SCORE, GarmentMesh, body_frame, skin
+from .occlusion import arm_mask, restore
+from .shading import shade, shading_map
 from .warp import warp_mesh
 
 
@@ -37,7 +39,7 @@ class GarmentAnnotator:
         self.garment = garment
         rgba = garment.rgba
         self.mesh = GarmentMesh.build(garment, rgba[..., 3])
-        self._parts = self.mesh.parts  # torso first, then sleeves on top
+        self._layers = self.mesh.layers  # body layers first, then sleeves on top
         self._pyramid = [premultiply(rgba)]
         for _ in range(max_levels - 1):
             if min(self._pyramid[-1].shape[:2]) < 64:
@@ -48,6 +50,17 @@ class GarmentAnnotator:
         self._root_width = float(np.linalg.norm(a[self._root[0]] - a[self._root[1]]))
 
     def annotate(self, frame: np.ndarray, pose: TimedKeypoints) -> np.ndarray:
+        """The whole garment, unshaded, with no arm in front: the simplest use."""
+        return self.draw(frame, pose)
+
+    def draw(
+        self,
+        frame: np.ndarray,
+        pose: TimedKeypoints,
+        kinds: tuple[str, ...] = ("body", "sleeve"),
+        original: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Draw the layers of these kinds; with ``original`` (the camera frame), shaded by it."""
         if pose.keypoints is None:
             return frame
         body = body_frame(pose.keypoints, self.mesh)
@@ -59,10 +72,46 @@ class GarmentAnnotator:
         level = int(np.clip(math.floor(math.log2(1.0 / max(scale, 1e-3))), 0, len(self._pyramid) - 1))
         texture = self._pyramid[level]
         src = self.mesh.vertices / (2**level)
-        for triangles in self._parts:
+        for kind, triangles in self._layers:
+            if kind not in kinds:
+                continue
             out = warp_mesh(texture, src, triangles, dst, (frame.shape[1], frame.shape[0]))
-            if out is not None:
-                composite(frame, *out)
+            if out is None:
+                continue
+            patch, (x0, y0) = out
+            if original is not None:
+                h, w = patch.shape[:2]
+                patch = shade(patch, shading_map(original[y0 : y0 + h, x0 : x0 + w]))
+            composite(frame, patch, (x0, y0))
+        return frame
+
+
+class LookAnnotator:
+    """A whole look, layered the way clothes are worn.
+
+    Garments are drawn in ``draw_order`` (bottoms, tucked tops, dresses, tops, outerwear). For
+    each: its body, then the person's forearms and hands restored from the camera frame (so a
+    hand on the belly or crossed arms stay in front of the cloth), then its sleeves over the
+    arms - an outer garment's body then covers an inner garment's sleeves, as a jacket does.
+    Each patch is shaded by the frame's own light and folds.
+    """
+
+    def __init__(self, garments: Sequence[GarmentAnnotator], occlusion: bool = True, shading: bool = True) -> None:
+        self.garments = list(garments)
+        self.occlusion = occlusion
+        self.shading = shading
+
+    def annotate(self, frame: np.ndarray, pose: TimedKeypoints) -> np.ndarray:
+        if pose.keypoints is None or not self.garments:
+            return frame
+        original = frame.copy()
+        shaded = original if self.shading else None
+        arms = arm_mask(pose.keypoints, frame.shape[:2], pose.mask) if self.occlusion else None
+        for g in self.garments:
+            g.draw(frame, pose, ("body",), shaded)
+            if arms is not None:
+                restore(frame, original, arms)
+            g.draw(frame, pose, ("sleeve",), shaded)
         return frame
 
 

@@ -81,8 +81,14 @@ class GarmentMesh:
         """Triangles per drawing layer. A triangle touching a limb belongs to that limb's layer,
         so every base vertex has limb weight 0: the base layer cannot fold, and a transparent
         corner of a sleeve never punches a hole in the torso below it."""
+        return [tris for _, tris in self.layers]
+
+    @property
+    def layers(self) -> list[tuple[str, np.ndarray]]:
+        """(kind, triangles) per drawing layer, in order; kind is "body" or "sleeve" (sleeves go
+        over the arms, everything else under them)."""
         lay = self.layer_of_vertex[self.triangles].max(axis=1)
-        return [self.triangles[lay == k] for k in range(5) if (lay == k).any()]
+        return [("sleeve" if k >= 3 else "body", self.triangles[lay == k]) for k in range(5) if (lay == k).any()]
 
     @classmethod
     def build(cls, garment: Garment, alpha: np.ndarray, cells: int = GRID_CELLS) -> GarmentMesh:
@@ -144,7 +150,9 @@ def _part_weights(verts: np.ndarray, a: dict[str, np.ndarray], category: str, ba
             # The sleeve: above the armpit, what lies beyond the armhole seam; below it, what lies
             # outside the side seam (a hanging sleeve runs alongside the body there).
             beyond_armhole, beyond_side = _beyond(verts, sh, normal), _beyond(verts, pit, outward)
-            below = np.where(beyond_side > 0, np.maximum(beyond_armhole, beyond_side), np.minimum(beyond_armhole, beyond_side))
+            below = np.where(
+                beyond_side > 0, np.maximum(beyond_armhole, beyond_side), np.minimum(beyond_armhole, beyond_side)
+            )
             depth = np.where((pit - verts) @ down > 0, beyond_armhole, below)
             sleeve = ramp(depth) * remaining
             layer[depth > 0] = 3 + k
@@ -200,7 +208,9 @@ def _pair(kp: np.ndarray, ok: np.ndarray, name: str) -> np.ndarray | None:
     return kp[[i, j], :2] if ok[i] and ok[j] else None
 
 
-def _continue_limb(base: np.ndarray, joint: np.ndarray, ratio: np.ndarray, given: np.ndarray, ok: np.ndarray) -> np.ndarray:
+def _continue_limb(
+    base: np.ndarray, joint: np.ndarray, ratio: np.ndarray, given: np.ndarray, ok: np.ndarray
+) -> np.ndarray:
     """Per side: the keypoint if seen, else the limb continued straight with the garment's ratio."""
     guess = joint + (joint - base) * ratio[:, None]
     return np.where(ok[:, None], given, guess)
@@ -242,7 +252,11 @@ def body_frame(keypoints: np.ndarray, mesh: GarmentMesh) -> BodyFrame | None:
         frame.elbows = np.array(elbows)
         if "left_wrist" in a:
             ratio = np.array(
-                [np.linalg.norm(a[f"{s}_wrist"] - a[f"{s}_elbow"]) / np.linalg.norm(a[f"{s}_elbow"] - a[f"{s}_shoulder"]) for s in SIDES]
+                [
+                    np.linalg.norm(a[f"{s}_wrist"] - a[f"{s}_elbow"])
+                    / np.linalg.norm(a[f"{s}_elbow"] - a[f"{s}_shoulder"])
+                    for s in SIDES
+                ]
             )
             given = np.array([kp[KP[f"{s}_wrist"], :2] for s in SIDES])
             frame.wrists = _continue_limb(shoulders, frame.elbows, ratio, given, side_ok("wrist") & side_ok("elbow"))
@@ -254,7 +268,10 @@ def body_frame(keypoints: np.ndarray, mesh: GarmentMesh) -> BodyFrame | None:
         frame.knees = np.where(side_ok("knee")[:, None], given, straight)
         if "left_ankle" in a:
             ratio = np.array(
-                [np.linalg.norm(a[f"{s}_ankle"] - a[f"{s}_knee"]) / np.linalg.norm(a[f"{s}_knee"] - a[f"{s}_hip"]) for s in SIDES]
+                [
+                    np.linalg.norm(a[f"{s}_ankle"] - a[f"{s}_knee"]) / np.linalg.norm(a[f"{s}_knee"] - a[f"{s}_hip"])
+                    for s in SIDES
+                ]
             )
             given = np.array([kp[KP[f"{s}_ankle"], :2] for s in SIDES])
             frame.ankles = _continue_limb(frame.hips, frame.knees, ratio, given, side_ok("ankle") & side_ok("knee"))
@@ -287,7 +304,9 @@ def skin(mesh: GarmentMesh, body: BodyFrame) -> np.ndarray:
     if body.shoulders is not None and "left_shoulder" in a:
         g_quad = np.array([a["left_shoulder"], a["right_shoulder"], a["right_hip"], a["left_hip"]], np.float32)
         b_quad = np.array([body.shoulders[0], body.shoulders[1], body.hips[1], body.hips[0]], np.float32)
-        cross = np.linalg.norm(body.shoulders[0] - body.shoulders[1]) / np.linalg.norm(a["left_shoulder"] - a["right_shoulder"])
+        cross = np.linalg.norm(body.shoulders[0] - body.shoulders[1]) / np.linalg.norm(
+            a["left_shoulder"] - a["right_shoulder"]
+        )
         g_hand = _cross(a["left_shoulder"] - a["right_shoulder"], (g_hips[0] + g_hips[1]) / 2 - a["left_shoulder"])
         b_hand = _cross(body.shoulders[0] - body.shoulders[1], body.hips.mean(axis=0) - body.shoulders[0])
         flip = (g_hand > 0) != (b_hand > 0)  # facing away mirrors the torso; limbs mirror with it
@@ -299,8 +318,10 @@ def skin(mesh: GarmentMesh, body: BodyFrame) -> np.ndarray:
         if name == "torso":
             if abs(cv2.contourArea(b_quad)) < 16.0 or not cv2.isContourConvex(b_quad):
                 # A twisted or collapsed torso: an affine map (shoulders, hip midpoint) cannot fold.
-                A = _three_point([a["left_shoulder"], a["right_shoulder"], (g_hips[0] + g_hips[1]) / 2],
-                                 [body.shoulders[0], body.shoulders[1], body.hips.mean(axis=0)])
+                A = _three_point(
+                    [a["left_shoulder"], a["right_shoulder"], (g_hips[0] + g_hips[1]) / 2],
+                    [body.shoulders[0], body.shoulders[1], body.hips.mean(axis=0)],
+                )
                 pos = _apply(A, v)
             else:
                 Hm = cv2.getPerspectiveTransform(g_quad, b_quad)

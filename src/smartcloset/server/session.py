@@ -24,9 +24,10 @@ from collections import deque
 from simple_websocket import ConnectionClosed
 
 from .. import codec, metrics
+from ..closet.garment import draw_order
 from ..codec import ImageError
 from ..pose.timeline import KeypointTimeline
-from ..render.annotators import SkeletonAnnotator, render_frame
+from ..render.annotators import LookAnnotator, SkeletonAnnotator, render_frame
 from ..stats import RateMeter, Rolling, now_ms
 from ..stream.protocol import (
     ClientFrame,
@@ -161,8 +162,8 @@ class Session:
             if missing:
                 self.error("unknown_garment", f"no garment(s) {', '.join(missing)} in the closet")
                 return
-            # Bottom layers first, so each layer is drawn over the ones below it.
-            self.look = sorted(msg.garments, key=lambda g: self.pipeline.closet.get(g).layer)
+            # Bottom layer first (tucked tops under the bottoms), each drawn over the ones below.
+            self.look = [g.id for g in draw_order([self.pipeline.closet.get(g) for g in msg.garments])]
             self.queue_json({"type": "look", "garments": self.look})
         elif isinstance(msg, Settings):
             if msg.jpeg_quality is not None:
@@ -264,9 +265,10 @@ class Session:
         except KeyError:  # a garment left the closet: drop it from the look
             self.look = [g for g in self.look if g in self.pipeline.closet]
             annotators = [self.pipeline.annotator(g) for g in self.look]
+        look: list = [LookAnnotator(annotators)]
         if self.draw_skeleton:
-            annotators.append(SkeletonAnnotator())
-        image = render_frame(image, pose, annotators)
+            look.append(SkeletonAnnotator())
+        image = render_frame(image, pose, look)
         t2 = time.perf_counter()
         jpeg = codec.encode(image, self.jpeg_quality)
         t3 = time.perf_counter()
