@@ -307,10 +307,7 @@ def test_disconnect_mid_stream_frees_everything(app, live_server, video_jpegs):
     c.ws.sock.sendall(c.ws.ws.send(simple_websocket.ws.Message(data=msg))[: len(msg) // 2])
     c.ws.sock.shutdown(socket.SHUT_RDWR)
     c.ws.sock.close()
-    end = time.monotonic() + 10
-    while pipeline.worker.client_count != before and time.monotonic() < end:
-        time.sleep(0.05)
-    assert pipeline.worker.client_count == before and pipeline.clients == before
+    assert wait_idle(pipeline) == before  # pose slot, tracking state and the admission slot freed
 
 
 def wait_idle(pipeline, timeout: float = 10.0) -> int:
