@@ -54,11 +54,19 @@ def people_truth(fixtures_dir) -> list[tuple[Path, np.ndarray]]:
 
 
 @pytest.fixture(scope="session")
-def app():
+def closet_dir(tmp_path_factory) -> Path:
+    """The test app's user closet: a scratch folder, never the real user's."""
+    return tmp_path_factory.mktemp("closet")
+
+
+@pytest.fixture(scope="session")
+def app(closet_dir):
     """One real app (MediaPipe backend on the CPU) for the whole test session."""
     from smartcloset.server import create_app
 
-    application = create_app({"TESTING": True, "max_clients": 6, "stats_interval_s": 0.5, "max_errors": 12})
+    application = create_app(
+        {"TESTING": True, "max_clients": 6, "stats_interval_s": 0.5, "max_errors": 12, "closet_dir": str(closet_dir)}
+    )
     yield application
     application.extensions["smartcloset"].stop()
 

@@ -121,6 +121,24 @@ def cmd_garments_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_garments_add(args: argparse.Namespace) -> int:
+    from .closet.importer import GarmentImportError, import_garment
+    from .closet.store import default_closet_dir
+
+    closet_dir = Path(args.closet) if args.closet else default_closet_dir()
+    try:
+        data = Path(args.photo).read_bytes()
+        garment = import_garment(data, args.category, args.name, closet_dir, source=f"photo {Path(args.photo).name}")
+    except (OSError, GarmentImportError) as exc:
+        log.error("cannot add %s: %s", args.photo, exc)
+        return 2
+    if args.json:
+        json.dump(dict(garment.to_json(), sidecar=str(garment.sidecar_path)), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    sys.stdout.write(f"{garment.id}\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .pose.backend import BACKEND_NAMES
 
@@ -178,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--closet")
     s.set_defaults(func=cmd_garments_list)
+    s = gsub.add_parser("add", help="add a garment from a photo of it laid flat on a plain background")
+    s.add_argument("photo")
+    s.add_argument("--category", required=True, choices=["top", "outerwear", "dress", "bottom"])
+    s.add_argument("--name")
+    s.add_argument("--closet", help="closet folder (default: the user data dir)")
+    s.add_argument("--json", action="store_true", help="print the garment's details before its id")
+    s.set_defaults(func=cmd_garments_add)
     return p
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from flask import Blueprint, Response, abort, current_app, jsonify
+from flask import Blueprint, Response, abort, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 bp = Blueprint("api", __name__)
@@ -54,3 +54,28 @@ def thumbnail(garment_id: str):
     resp = Response(png.tobytes(), mimetype="image/png")
     resp.cache_control.max_age = 300
     return resp
+
+
+@bp.post("/api/garments")
+def add_garment():
+    """Upload a photo (multipart: ``photo``, ``category``, optional ``name``) -> a new garment."""
+    from ..closet.importer import GarmentImportError, import_garment
+
+    closet = _pipeline().closet
+    photo = request.files.get("photo")
+    if photo is None:
+        return jsonify(error='send the photo as multipart form field "photo"'), 400
+    data = photo.read(MAX_UPLOAD + 1)
+    if len(data) > MAX_UPLOAD:
+        return jsonify(error=f"the photo is over {MAX_UPLOAD} bytes"), 413
+    try:
+        garment = import_garment(
+            data, request.form.get("category", ""), request.form.get("name") or None, closet.user_dir, source="upload"
+        )
+    except GarmentImportError as exc:
+        return jsonify(error=str(exc)), 400
+    closet.reload()
+    return jsonify(dict(garment.to_json(), thumbnail=f"/api/garments/{garment.id}/thumbnail.png")), 201
+
+
+MAX_UPLOAD = 15 * 1024 * 1024
