@@ -13,11 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import torso_box
 from smartcloset.closet.importer import GarmentImportError, cut_out, decode_photo, import_garment, sniff
 from smartcloset.pose.timeline import TimedKeypoints
 from smartcloset.render.annotators import GarmentAnnotator
-
-from conftest import torso_box
 
 # fixture file stem -> category, and whether its sleeves are long
 PHOTOS = {

@@ -236,7 +236,7 @@ def find_anchors(mask: np.ndarray, category: str) -> dict[str, tuple[float, floa
         elif reach > 0.3 * span:  # a short sleeve: the elbow lies beyond its end
             anchors[f"{side}_elbow"] = tuple(float(v) for v in np.array([sx, sy]) + direction * max(reach * 1.6, span))
     if category == "dress":
-        for side, d in (("left", 1), ("right", -1)):
+        for side in ("left", "right"):
             hx, hy = anchors[f"{side}_hip"]
             anchors[f"{side}_knee"] = (hx, max(hem_y, hy + 1.5 * span))
     anchors["hem"] = (float(cx), hem_y)
