@@ -192,3 +192,23 @@ def test_bad_uploads_are_refused_and_leave_nothing(client, closet_dir, fixtures_
     if message:
         assert message in resp.get_json()["error"]
     assert sorted(p.name for p in closet_dir.iterdir()) == before
+
+
+def test_anchors_can_be_corrected_and_a_garment_discarded(client, closet_dir, fixtures_dir):
+    g = upload(client, photo(fixtures_dir, "shirt"), category="top", name="Denim shirt").get_json()
+    image = client.get(f"/api/garments/{g['id']}/image.png")
+    assert image.status_code == 200 and image.data[:4] == b"\x89PNG"
+    anchors = dict(g["anchors"], left_shoulder=[g["anchors"]["left_shoulder"][0] + 5, g["anchors"]["left_shoulder"][1]])
+    resp = client.put(f"/api/garments/{g['id']}/anchors", json={"anchors": anchors})
+    assert resp.status_code == 200 and resp.get_json()["anchors"]["left_shoulder"][0] == anchors["left_shoulder"][0]
+    bad = client.put(f"/api/garments/{g['id']}/anchors", json={"anchors": {"left_shoulder": [1, 2]}})
+    assert bad.status_code == 400 and "needs" in bad.get_json()["error"]  # the same validation as a file
+    assert (
+        client.put(f"/api/garments/{g['id']}/anchors", json={"anchors": {"left_shoulder": ["x", 1]}}).status_code == 400
+    )
+    assert client.put("/api/garments/tshirt-navy/anchors", json={"anchors": anchors}).status_code == 403  # starter
+    assert client.delete(f"/api/garments/{g['id']}").status_code == 204
+    assert (
+        not (closet_dir / f"{g['id']}.json").exists()
+        and client.get(f"/api/garments/{g['id']}/image.png").status_code == 404
+    )

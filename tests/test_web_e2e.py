@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import FIXTURES as FIXTURES_DIR
 from smartcloset.server.pages import WEBAPP_DIR
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -45,9 +46,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int) -> subprocess.Popen:
+def start_server(port: int, closet: Path) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "smartcloset", "--log-level", "warning", "serve", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "smartcloset",
+            "--log-level",
+            "warning",
+            "serve",
+            "--port",
+            str(port),
+            "--closet",
+            str(closet),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -136,7 +148,7 @@ def browser(playwright, camera_file):
 def test_mirror_page_end_to_end(browser, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     port = free_port()
-    server = start_server(port)
+    server = start_server(port, tmp_path)
     try:
         context = browser.new_context(viewport={"width": 1600, "height": 900}, accept_downloads=True)
         page = context.new_page()
@@ -191,10 +203,23 @@ def test_mirror_page_end_to_end(browser, tmp_path):
         webm = Path(dl.value.path()).read_bytes()
         assert webm[:4] == b"\x1a\x45\xdf\xa3" and len(webm) > 10_000
 
+        # A garment added from a photo on the page: anchors shown, kept, worn.
+        (tee_photo,) = (FIXTURES_DIR / "garments").glob("t-shirt-*.jpg")
+        page.get_by_label("Photo (laid flat on a plain background)").set_input_files(str(tee_photo))
+        page.get_by_label("Name").fill("Blue tee")
+        page.get_by_role("button", name="Add garment").click()
+        page.wait_for_selector("[data-anchor=left_shoulder]", timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "e2e-anchor-editor.png"))
+        page.get_by_role("button", name="Keep garment").click()
+        page.get_by_role("button", name="Blue tee").click()
+        assert page.get_by_role("button", name="Blue tee").get_attribute("aria-pressed") == "true"
+        time.sleep(2.0)
+        page.screenshot(path=str(ARTIFACTS / "e2e-mirror-imported.png"))
+
         # The server restarts: the page says so, reconnects by itself and streams again.
         stop_server(server)
         page.wait_for_selector("[data-message=server]:has-text('unreachable')", timeout=15_000)
-        server = start_server(port)
+        server = start_server(port, tmp_path)
         page.wait_for_selector("[data-message=server]", state="detached", timeout=30_000)
         wait_for(page, "window.smartcloset.figures().receiveFps > 0")
         page.screenshot(path=str(ARTIFACTS / "e2e-after-restart.png"))
@@ -213,13 +238,13 @@ def test_mirror_page_end_to_end(browser, tmp_path):
         stop_server(server)
 
 
-def test_denied_camera_is_explained(playwright):
+def test_denied_camera_is_explained(playwright, tmp_path):
     # No fake-UI flag: the permission prompt is refused, as when a user says no.
     b = playwright.chromium.launch(
         executable_path=CHROMIUM, args=["--no-sandbox", "--use-fake-device-for-media-stream"]
     )
     port = free_port()
-    server = start_server(port)
+    server = start_server(port, tmp_path)
     try:
         page = b.new_page()
         page.goto(f"http://127.0.0.1:{port}/")

@@ -2,6 +2,7 @@ import { useCallback, useEffect, useRef, useState } from "react";
 
 import { cameraErrorMessage, listCameras, openCamera, RESOLUTIONS } from "./camera";
 import { FrameCapture } from "./capture";
+import { AddGarment } from "./components/AddGarment";
 import { CameraControls, type CameraSettings } from "./components/CameraControls";
 import { ClosetPanel } from "./components/ClosetPanel";
 import { Hud, type HudFigures } from "./components/Hud";
@@ -51,18 +52,24 @@ export function App() {
     connRef.current?.sendText(selectMessage(lookIds(next)));
   }, []);
 
-  // The closet, and the server's default look.
+  // The closet, and the server's default look (kept when the closet is reloaded).
+  const loadCloset = useCallback(
+    (keepLook: boolean) =>
+      fetch("/api/garments")
+        .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`HTTP ${r.status}`))))
+        .then((data: { garments: GarmentInfo[]; default: string[] }) => {
+          setGarments(data.garments);
+          const ids = keepLook ? lookIds(lookRef.current) : data.default;
+          const next = lookFromIds(ids, data.garments);
+          setLook(next);
+          sendLook(next);
+        })
+        .catch(() => setServerError("The closet could not be loaded from the server.")),
+    [sendLook],
+  );
   useEffect(() => {
-    fetch("/api/garments")
-      .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`HTTP ${r.status}`))))
-      .then((data: { garments: GarmentInfo[]; default: string[] }) => {
-        setGarments(data.garments);
-        const initial = lookFromIds(data.default, data.garments);
-        setLook(initial);
-        sendLook(initial);
-      })
-      .catch(() => setServerError("The closet could not be loaded from the server."));
-  }, [sendLook]);
+    void loadCloset(false);
+  }, [loadCloset]);
 
   // The socket: draws every reply (newest wins), reconnects on its own.
   useEffect(() => {
@@ -228,6 +235,7 @@ export function App() {
           </button>
         </div>
         <ClosetPanel garments={garments} look={look} onToggle={onToggle} />
+        <AddGarment onChanged={() => void loadCloset(true)} />
         <Hud figures={figures} />
       </aside>
     </div>

@@ -79,3 +79,67 @@ def add_garment():
 
 
 MAX_UPLOAD = 15 * 1024 * 1024
+
+
+def _user_garment(garment_id: str):
+    """A garment from the user's own closet folder (starter garments are read-only)."""
+    closet = _pipeline().closet
+    try:
+        garment = closet.get(garment_id)
+    except KeyError:
+        abort(404)
+    if garment.sidecar_path.parent.resolve() != closet.user_dir.resolve():
+        abort(403, description="starter garments cannot be changed")
+    return closet, garment
+
+
+@bp.get("/api/garments/<garment_id>/image.png")
+def garment_image(garment_id: str):
+    """The full garment image, for the anchor editor."""
+    try:
+        garment = _pipeline().closet.get(garment_id)
+    except KeyError:
+        abort(404)
+    ok, png = cv2.imencode(".png", garment.rgba)
+    if not ok:
+        abort(500)
+    return Response(png.tobytes(), mimetype="image/png")
+
+
+@bp.put("/api/garments/<garment_id>/anchors")
+def update_anchors(garment_id: str):
+    """Replace a user garment's anchors (``{"anchors": {name: [x, y]}}``), validated like a file."""
+    import json
+
+    from ..closet.garment import GarmentError, load_garment
+
+    closet, garment = _user_garment(garment_id)
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("anchors"), dict):
+        return jsonify(error='send JSON {"anchors": {"left_shoulder": [x, y], ...}}'), 400
+    data = json.loads(garment.sidecar_path.read_text())
+    data["anchors"] = body["anchors"]
+    h, w = garment.rgba.shape[:2]
+    for name, value in body["anchors"].items():
+        if isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+            if not (-w <= value[0] <= 2 * w and -h <= value[1] <= 2 * h):
+                return jsonify(error=f"anchor {name} is far outside the garment image"), 400
+    tmp = garment.sidecar_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    try:
+        load_garment(tmp)  # the image name inside is unchanged, so it validates in place
+    except GarmentError as exc:
+        tmp.unlink(missing_ok=True)
+        return jsonify(error=str(exc).replace(str(tmp), garment.sidecar_path.name)), 400
+    tmp.replace(garment.sidecar_path)
+    closet.reload()
+    return jsonify(closet.get(garment_id).to_json())
+
+
+@bp.delete("/api/garments/<garment_id>")
+def delete_garment(garment_id: str):
+    closet, garment = _user_garment(garment_id)
+    garment.sidecar_path.unlink(missing_ok=True)
+    garment.image_path.unlink(missing_ok=True)
+    closet.reload()
+    return "", 204
