@@ -376,12 +376,18 @@ def test_a_forearm_across_the_torso_stays_in_front():
 def test_person_mask_trims_the_arm_to_the_person():
     from smartcloset.render.occlusion import arm_mask
 
+    def full(arms):  # the arms' box mask, placed in a frame-sized one
+        out = np.zeros((720, 1280), np.uint8)
+        m, (x0, y0) = arms
+        out[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]] = m
+        return out
+
     kp = standing_keypoints()
     kp[KP["left_wrist"], :2] = (600, 360)
-    capsule = arm_mask(kp, (720, 1280))
+    capsule = full(arm_mask(kp, (720, 1280)))
     person = np.zeros((360, 640), np.uint8)  # backend resolution, half of the frame
     person[:, :310] = 255  # the person ends at x = 620 in the frame
-    trimmed = arm_mask(kp, (720, 1280), person)
+    trimmed = full(arm_mask(kp, (720, 1280), person))
     assert capsule[:, 640:].any() and not trimmed[:, 624:].any() and trimmed[:, :600].any()
     kp[KP["left_wrist"], 2] = kp[KP["right_wrist"], 2] = 0.1
     assert arm_mask(kp, (720, 1280)) is None  # no confident forearm, nothing restored

@@ -157,6 +157,8 @@ class ImportResult:
 
 
 def find_anchors(mask: np.ndarray, category: str) -> dict[str, tuple[float, float]]:
+    """Anchor points from the silhouette. A hood laid out above the collar is cut from ``mask``
+    (in place): worn, it hangs behind the head."""
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
     height = y1 - y0 + 1
@@ -182,13 +184,23 @@ def find_anchors(mask: np.ndarray, category: str) -> dict[str, tuple[float, floa
     collar = top[max(cx - 3, 0) : cx + 4]
     neck_y = float(np.min(collar[np.isfinite(collar)])) if np.isfinite(collar).any() else float(y0)
     anchors: dict[str, tuple[float, float]] = {"neck": (float(cx), neck_y)}
-    seam = {side: int(np.clip(cx + d * span / 2, 0, mask.shape[1] - 1)) for side, d in (("left", 1), ("right", -1))}
+    # Sleeveless dresses rest on their straps, inside the armholes; other tops on the shoulder seam.
+    reach_out = 0.36 if category == "dress" else 0.5
+    seam = {
+        side: int(np.clip(cx + d * span * reach_out, 0, mask.shape[1] - 1)) for side, d in (("left", 1), ("right", -1))
+    }
     reach_x = max(3, int(0.05 * span))
     seam_y = {}
     for side, x in seam.items():
         near = top[max(x - reach_x, 0) : x + reach_x + 1]
         seam_y[side] = float(near[np.isfinite(near)].min()) if np.isfinite(near).any() else float(y0)
     sh_y = max(seam_y.values())
+    if category != "dress" and neck_y < sh_y - 0.45 * span:
+        # A hood laid out above the collar: worn, it hangs behind the head, unseen from the front.
+        cut = int(sh_y - 0.12 * span)
+        mask[:cut, max(int(cx - 0.4 * span), 0) : int(cx + 0.4 * span)] = 0
+        top = _top_profile(mask)
+        anchors["neck"] = (float(cx), float(cut))
     # Sleeves: what is left of the garment once the torso's band is cut away, connected to the
     # shoulder (flared hem corners or skirt panels are not).
     outside = mask.copy()
@@ -202,7 +214,9 @@ def find_anchors(mask: np.ndarray, category: str) -> dict[str, tuple[float, floa
         sy = float(sh_y + 0.06 * span)
         anchors[f"{side}_shoulder"] = (sx, sy)
         anchors[f"{side}_armpit"] = (float(seam[side] - d * 0.02 * span), sy + 0.45 * span)
-        anchors[f"{side}_hip"] = (float(cx + d * 0.33 * span), min(hem_y - 0.06 * span, sy + 1.45 * span))
+        # Hips: a top ends a little below them; a dress's hips sit about 40 % of the way down.
+        hip_y = sy + 0.40 * (hem_y - sy) if category == "dress" else min(hem_y - 0.06 * span, sy + 1.45 * span)
+        anchors[f"{side}_hip"] = (float(cx + d * 0.33 * span), float(hip_y))
         # The sleeve's part: the one with most pixels just outside the seam, near the shoulder.
         x_lo, x_hi = sorted((cx + d * band, cx + d * (band + int(0.15 * span))))
         window = parts[int(sh_y) : int(sh_y + 0.5 * span), max(x_lo, 0) : x_hi + 1]
@@ -238,7 +252,7 @@ def find_anchors(mask: np.ndarray, category: str) -> dict[str, tuple[float, floa
     if category == "dress":
         for side in ("left", "right"):
             hx, hy = anchors[f"{side}_hip"]
-            anchors[f"{side}_knee"] = (hx, max(hem_y, hy + 1.5 * span))
+            anchors[f"{side}_knee"] = (hx, float(hem_y + 0.05 * span))  # a day dress ends near the knee
     anchors["hem"] = (float(cx), hem_y)
     return anchors
 

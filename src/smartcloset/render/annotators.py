@@ -20,7 +20,7 @@ from ..pose.types import KP
 from .composite import composite, premultiply
 from .mesh import MIN_SCORE, GarmentMesh, body_frame, skin
 from .occlusion import arm_mask, restore
-from .shading import shade, shading_map
+from .shading import Shading, shade
 from .warp import warp_mesh
 
 
@@ -58,9 +58,9 @@ class GarmentAnnotator:
         frame: np.ndarray,
         pose: TimedKeypoints,
         kinds: tuple[str, ...] = ("body", "sleeve"),
-        original: np.ndarray | None = None,
+        shading: Shading | None = None,
     ) -> np.ndarray:
-        """Draw the layers of these kinds; with ``original`` (the camera frame), shaded by it."""
+        """Draw the layers of these kinds; with ``shading`` (of the camera frame), shaded by it."""
         if pose.keypoints is None:
             return frame
         body = body_frame(pose.keypoints, self.mesh)
@@ -79,9 +79,8 @@ class GarmentAnnotator:
             if out is None:
                 continue
             patch, (x0, y0) = out
-            if original is not None:
-                h, w = patch.shape[:2]
-                patch = shade(patch, shading_map(original[y0 : y0 + h, x0 : x0 + w]))
+            if shading is not None:
+                patch = shade(patch, shading.patch(x0, y0, patch.shape[1], patch.shape[0]))
             composite(frame, patch, (x0, y0))
         return frame
 
@@ -104,9 +103,13 @@ class LookAnnotator:
     def annotate(self, frame: np.ndarray, pose: TimedKeypoints) -> np.ndarray:
         if pose.keypoints is None or not self.garments:
             return frame
-        original = frame.copy()
-        shaded = original if self.shading else None
+        shaded = Shading(frame) if self.shading else None
         arms = arm_mask(pose.keypoints, frame.shape[:2], pose.mask) if self.occlusion else None
+        original = (
+            frame[arms[1][1] : arms[1][1] + arms[0].shape[0], arms[1][0] : arms[1][0] + arms[0].shape[1]].copy()
+            if arms
+            else None
+        )
         for g in self.garments:
             g.draw(frame, pose, ("body",), shaded)
             if arms is not None:

@@ -18,42 +18,53 @@ FOREARM_WIDTH = 0.24
 HAND_LENGTH = 0.45  # x forearm length, beyond the wrist
 
 
-def arm_mask(keypoints: np.ndarray, shape: tuple[int, int], person_mask: np.ndarray | None = None) -> np.ndarray | None:
-    """uint8 mask (255 = arm) at frame size ``shape`` (h, w), or None when no arm is seen."""
+def arm_mask(
+    keypoints: np.ndarray, shape: tuple[int, int], person_mask: np.ndarray | None = None
+) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """The arms' mask over their bounding box only: ``(mask, (x0, y0))``, 255 = arm; None if no
+    forearm is seen. ``shape`` is the frame's (h, w); ``person_mask`` is at any resolution."""
     kp = keypoints
     ls, rs = KP["left_shoulder"], KP["right_shoulder"]
     if min(kp[ls, 2], kp[rs, 2]) < ARM_SCORE:
         return None
     shoulder_w = float(np.linalg.norm(kp[ls, :2] - kp[rs, :2]))
-    mask = np.zeros(shape, np.uint8)
-    drawn = False
+    segments = []
     for side in ("left", "right"):
         e, w = (kp[KP[f"{side}_{j}"]] for j in ("elbow", "wrist"))
         if e[2] >= ARM_SCORE and w[2] >= ARM_SCORE:
-            cv2.line(mask, _pt(e), _pt(w), 255, max(2, int(FOREARM_WIDTH * shoulder_w)), cv2.LINE_AA)
             hand = w[:2] + (w[:2] - e[:2]) * HAND_LENGTH
-            cv2.line(mask, _pt(w), _pt(hand), 255, max(2, int(FOREARM_WIDTH * 1.1 * shoulder_w)), cv2.LINE_AA)
-            drawn = True
-    if not drawn:
+            segments += [(e[:2], w[:2], FOREARM_WIDTH * shoulder_w), (w[:2], hand, FOREARM_WIDTH * 1.1 * shoulder_w)]
+    if not segments:
         return None
+    h, w_ = shape
+    pad = max(width for _, _, width in segments) / 2 + 2
+    pts = np.array([p for a, b, _ in segments for p in (a, b)])
+    x0, y0 = np.floor(np.maximum(pts.min(axis=0) - pad, 0)).astype(int)
+    x1, y1 = np.ceil(np.minimum(pts.max(axis=0) + pad, (w_, h))).astype(int)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    for a, b, width in segments:
+        cv2.line(mask, _pt(a - (x0, y0)), _pt(b - (x0, y0)), 255, max(2, int(width)), cv2.LINE_AA)
     if person_mask is not None:
-        person = cv2.resize(person_mask, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-        mask = cv2.min(mask, person)
-    return mask
+        sy, sx = person_mask.shape[0] / h, person_mask.shape[1] / w_
+        crop = person_mask[
+            int(y0 * sy) : max(int(y1 * sy), int(y0 * sy) + 1), int(x0 * sx) : max(int(x1 * sx), int(x0 * sx) + 1)
+        ]
+        mask = cv2.min(mask, cv2.resize(crop, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR))
+    return mask, (int(x0), int(y0))
 
 
 def _pt(p: np.ndarray) -> tuple[int, int]:
     return int(round(float(p[0]))), int(round(float(p[1])))
 
 
-def restore(frame: np.ndarray, original: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Blend the original pixels back where ``mask`` says (soft edges), in place."""
-    ys, xs = np.nonzero(mask)
-    if not len(ys):
-        return frame
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    m = cv2.merge([mask[y0:y1, x0:x1]] * 3)
-    roi = frame[y0:y1, x0:x1]
+def restore(frame: np.ndarray, original: np.ndarray, arms: tuple[np.ndarray, tuple[int, int]]) -> np.ndarray:
+    """Blend ``original`` (the camera pixels of the arms' box) back where the mask says, in place."""
+    mask, (x0, y0) = arms
+    h, w = mask.shape
+    m = cv2.merge([mask] * 3)
+    roi = frame[y0 : y0 + h, x0 : x0 + w]
     keep = cv2.multiply(roi, cv2.bitwise_not(m), scale=1 / 255)
-    roi[:] = cv2.add(keep, cv2.multiply(original[y0:y1, x0:x1], m, scale=1 / 255))
+    roi[:] = cv2.add(keep, cv2.multiply(original, m, scale=1 / 255))
     return frame
