@@ -325,6 +325,9 @@ def test_server_full_is_refused_with_a_reason(app, live_server):
     try:
         for _ in range(cap):
             clients.append(WsClient(live_server.ws_url))
+        end = time.monotonic() + 5
+        while app.extensions["smartcloset"].clients < cap and time.monotonic() < end:
+            time.sleep(0.02)  # each handler admits its client just after the handshake
         extra = WsClient(live_server.ws_url)
         clients.append(extra)
         wait_closed(extra, 5)
