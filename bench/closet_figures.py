@@ -154,7 +154,7 @@ def anchor_figures(frames, truth, dt_ms) -> None:
         errs.append(np.linalg.norm(smooth - ref, axis=1) / sw * 100)
     errs = np.array(errs)
     log.info(
-        "anchor error on the video (T-shirt; %% of shoulder width; BlazePose + timeline + mesh vs the video's reference):"
+        "anchor error on the video (T-shirt; percent of shoulder width; BlazePose + timeline + mesh vs the video's reference):"
     )
     for j, n in enumerate(names):
         log.info("  %-15s median %5.1f %%  p90 %5.1f %%", n, np.median(errs[:, j]), np.percentile(errs[:, j], 90))
