@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from smartcloset.bench import letterbox
+from smartcloset.bench import letterbox, letterbox_keypoints
 from smartcloset.closet.garment import draw_order, load_garment
 from smartcloset.closet.importer import import_garment
 from smartcloset.closet.store import STARTER_DIR
@@ -57,13 +57,10 @@ def video():
             break
         frames.append(letterbox(f, (1280, 720)))
     data = json.loads((FIXTURES / "video" / "pose_squats_coco17_per_frame.json").read_text())
-    s = 720 / data["height"]
-    x0 = (1280 - round(data["width"] * s)) // 2
+    src = (data["width"], data["height"])
     truth = []
     for f in data["frames"]:
-        kp = np.array(f["keypoints"], np.float32).reshape(17, 3)
-        kp[:, 0] = kp[:, 0] * s + x0
-        kp[:, 1] *= s
+        kp = letterbox_keypoints(np.array(f["keypoints"]).reshape(17, 3), src, (1280, 720))
         kp[:, 2] = 1.0
         truth.append(kp)
     return frames, truth, 1000.0 / data["fps"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from smartcloset import codec
-from smartcloset.bench import letterbox
+from smartcloset.bench import letterbox, letterbox_keypoints
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 
@@ -109,15 +109,8 @@ def live_server(app):
 def video_truth(fixtures_dir, video_frames) -> list[np.ndarray]:
     """Per-frame COCO-17 keypoints (model reference), in the 1280x720 letterboxed frames' pixels."""
     data = json.loads((fixtures_dir / "video" / "pose_squats_coco17_per_frame.json").read_text())
-    s = 720 / data["height"]
-    x0 = (1280 - round(data["width"] * s)) // 2
-    out = []
-    for f in data["frames"]:
-        kp = np.array(f["keypoints"], np.float32).reshape(17, 3)
-        kp[:, 0] = kp[:, 0] * s + x0
-        kp[:, 1] *= s
-        out.append(kp)
-    return out
+    src = (data["width"], data["height"])
+    return [letterbox_keypoints(np.array(f["keypoints"]).reshape(17, 3), src, (1280, 720)) for f in data["frames"]]
 
 
 def torso_box(kp: np.ndarray, shrink: float = 0.25) -> tuple[int, int, int, int]:

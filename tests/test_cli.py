@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import cv2
 import numpy as np
@@ -15,6 +13,7 @@ import simple_websocket
 
 from conftest import torso_box
 from smartcloset import codec
+from smartcloset.bench import free_port, wait_healthy
 from smartcloset.stream.protocol import pack_frame, parse_reply
 
 CLI = [sys.executable, "-m", "smartcloset"]
@@ -86,26 +85,13 @@ def test_tryon_unknown_garment(tmp_path, people_truth):
     assert proc.returncode == 2 and "ballgown" in proc.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_runs_the_production_server(video_jpegs, video_truth):
     port = free_port()
     proc = subprocess.Popen(
         [*CLI, "serve", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
-        end = time.monotonic() + 60
-        while time.monotonic() < end:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
+        wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=60)
         ws = simple_websocket.Client.connect(f"ws://127.0.0.1:{port}/ws", receive_bytes=65536)
         try:
             box = torso_box(video_truth[0])

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import cv2
@@ -17,6 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES as FIXTURES_DIR
+from smartcloset import bench
+from smartcloset.bench import free_port, stop_server
 from smartcloset.server.pages import WEBAPP_DIR
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -40,47 +38,8 @@ def write_y4m(frames: list[np.ndarray], path: Path) -> None:
             f.write(cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(port: int, closet: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "smartcloset",
-            "--log-level",
-            "warning",
-            "serve",
-            "--port",
-            str(port),
-            "--closet",
-            str(closet),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server did not become healthy")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+def start_server(port: int, closet: Path):
+    return bench.start_server(port, "--closet", str(closet))
 
 
 def wait_for(page, js: str, timeout_s: float = 30.0):

@@ -55,6 +55,17 @@ def letterbox(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def letterbox_keypoints(kp: np.ndarray, src_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """Keypoints of a (w, h) ``src_size`` frame, moved into its ``letterbox`` to ``size``."""
+    w, h = size
+    s = min(w / src_size[0], h / src_size[1])
+    nw, nh = round(src_size[0] * s), round(src_size[1] * s)
+    out = np.array(kp, np.float32).copy()
+    out[:, 0] = out[:, 0] * s + (w - nw) // 2
+    out[:, 1] = out[:, 1] * s + (h - nh) // 2
+    return out
+
+
 def load_frames(path: str, size: tuple[int, int], quality: int = 80, limit: int = 300) -> list[bytes]:
     cap = cv2.VideoCapture(path)
     frames = []
@@ -162,10 +173,31 @@ class BenchClient:
             r.pose_sources[head.pose_source] = r.pose_sources.get(head.pose_source, 0) + 1
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_server(port: int, *args: str, wait: bool = True) -> subprocess.Popen:
+    """``smart-closet serve`` on 127.0.0.1:``port`` in a child process (quiet), healthy on return."""
+    cmd = [sys.executable, "-m", "smartcloset", "--log-level", "warning", "serve", "--port", str(port), *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    if wait:
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}", proc)
+        except RuntimeError:
+            stop_server(proc)
+            raise
+    return proc
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def _get_json(url: str) -> dict:
@@ -173,7 +205,7 @@ def _get_json(url: str) -> dict:
         return json.loads(resp.read())
 
 
-def _wait_healthy(base: str, proc: subprocess.Popen | None, timeout: float = 120.0) -> None:
+def wait_healthy(base: str, proc: subprocess.Popen | None, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -219,26 +251,13 @@ def run_bench(cfg: BenchConfig) -> dict:
         ws_url = cfg.url
         base = ws_url.replace("ws://", "http://").replace("wss://", "https://").rsplit("/ws", 1)[0]
     else:
-        port = cfg.port or _free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "smartcloset",
-            "--log-level",
-            "warning",
-            "serve",
-            "--port",
-            str(port),
-            "--backend",
-            cfg.backend,
-            "--max-clients",
-            str(max(cfg.clients + 4, 32)),
-            *cfg.serve_args,
-        ]
-        proc = subprocess.Popen(cmd)
+        port = cfg.port or free_port()
+        proc = start_server(
+            port, "--backend", cfg.backend, "--max-clients", str(max(cfg.clients + 4, 32)), *cfg.serve_args, wait=False
+        )
         base, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws"
     try:
-        _wait_healthy(base, proc)
+        wait_healthy(base, proc)
         clients = [BenchClient(ws_url, frames, cfg.fps, i * 7) for i in range(cfg.clients)]
         for c in clients:
             c.start()
@@ -261,11 +280,7 @@ def run_bench(cfg: BenchConfig) -> dict:
             c.join()
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_server(proc)
 
     results = [c.result for c in clients]
     out_fps = [r.received / window for r in results]
