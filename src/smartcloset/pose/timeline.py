@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .filter import OneEuroFilter, OneEuroParams
-from .types import NUM_KEYPOINTS, FramePose
+from .types import FramePose
 
 
 @dataclass
@@ -164,7 +164,3 @@ class KeypointTimeline:
         tk.keypoints = np.concatenate([xy.astype(np.float32), tk.keypoints[:, 2:3]], axis=1)
         self._last_render_t = max(t_ms, self._last_render_t or t_ms)
         return tk
-
-
-def empty_keypoints() -> np.ndarray:
-    return np.zeros((NUM_KEYPOINTS, 3), dtype=np.float32)
