@@ -139,6 +139,28 @@ def cmd_garments_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from .pose import weights as W
+
+    try:
+        if args.models_command == "list":
+            for w in W.WEIGHTS.values():
+                m = w.meta
+                sys.stdout.write(
+                    f"{w.name:20} {w.input_size[0]}x{w.input_size[1]:<5} {m.get('params_m', '-')!s:>6} M  "
+                    f"AP {m.get('coco_val_ap', '-')!s:>5}  {'cached' if W.is_cached(w) else 'not downloaded'}\n"
+                )
+            sys.stdout.write(f"cache: {W.cache_dir()}\n")
+        elif args.models_command == "fetch":
+            sys.stdout.write(f"{W.fetch(args.name)}\n")
+        else:
+            sys.stdout.write(f"{W.add(args.name, args.file)}\n")
+    except W.WeightsError as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .pose.backend import BACKEND_NAMES
 
@@ -189,6 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=0, help="port for the server it starts (0: a free one)")
     s.add_argument("--serve-arg", action="append", help="extra argument for the server it starts (repeatable)")
     s.set_defaults(func=cmd_bench)
+
+    m = sub.add_parser("models", help="pose model weights: list, download, import")
+    msub = m.add_subparsers(dest="models_command", required=True)
+    msub.add_parser("list", help="declared models and whether they are cached").set_defaults(func=cmd_models)
+    s = msub.add_parser("fetch", help="download a model's weights (hash checked) into the cache")
+    s.add_argument("name")
+    s.set_defaults(func=cmd_models)
+    s = msub.add_parser("add", help="import weights downloaded elsewhere (hash checked)")
+    s.add_argument("name")
+    s.add_argument("file")
+    s.set_defaults(func=cmd_models)
 
     g = sub.add_parser("garments", help="the closet")
     gsub = g.add_subparsers(dest="garments_command", required=True)
