@@ -97,3 +97,30 @@ def test_fetch_offline_says_what_to_do(monkeypatch):
     monkeypatch.setattr(W.urllib.request, "urlopen", offline)
     with pytest.raises(W.WeightsError, match="models add rtmpose-m FILE"):
         W.fetch("rtmpose-m", progress=False)
+
+
+def test_an_mmpose_layout_checkpoint_loads_strictly_and_wrong_keys_are_refused(tmp_path, monkeypatch):
+    from smartcloset.pose.rtmpose import build_rtmpose, rtmpose_t
+
+    reference = build_rtmpose("t").eval()
+    ckpt = tmp_path / "rtmpose-t.pth"
+    mmpose_checkpoint(ckpt, reference.state_dict())
+    monkeypatch.setitem(W.WEIGHTS, "rtmpose-t", declared_for(ckpt))
+    W.add("rtmpose-t", ckpt)
+    model = rtmpose_t(weights="rtmpose-t")
+    x = torch.randn(2, 3, 256, 192)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(model(x), reference(x)))
+    assert rtmpose_t(weights=ckpt) is not None  # a file path loads too
+
+    broken = dict(reference.state_dict())
+    broken["head.extra.weight"] = torch.zeros(1)
+    del broken["head.cls_x.weight"]
+    bad = tmp_path / "broken.pth"
+    mmpose_checkpoint(bad, broken)
+    with pytest.raises(W.WeightsError, match="does not fit RTMPose-t"):
+        rtmpose_t(weights=bad)
+    with pytest.raises(W.WeightsError, match="not RTMPose-m"):
+        from smartcloset.pose.rtmpose import rtmpose_m
+
+        rtmpose_m(weights="rtmpose-t")

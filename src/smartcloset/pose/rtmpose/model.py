@@ -44,7 +44,7 @@ _NormCfg = tuple[float, float]  # (eps, momentum) for every BatchNorm2d
 
 
 class ConvBNAct(nn.Module):
-    """Conv2d (no bias) -> BatchNorm2d -> SiLU; mirrors mmcv ``ConvModule`` names ``conv``/``bn``."""
+    """Conv2d (no bias) -> BatchNorm2d -> SiLU; same names as mmcv ``ConvModule``."""
 
     def __init__(
         self, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, norm: _NormCfg = (1e-5, 0.1)
