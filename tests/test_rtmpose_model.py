@@ -158,3 +158,24 @@ def test_batch_invariance_eval(models):
 def test_bad_arguments(bad):
     with pytest.raises(ValueError):
         build_rtmpose(**bad)
+
+
+def test_folding_batchnorm_keeps_the_outputs():
+    from smartcloset.pose.rtmpose.optimize import fold_batchnorm
+
+    model = build_rtmpose("t").eval()
+    with torch.no_grad():  # give the BNs non-trivial statistics, as trained ones have
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    x = torch.randn(2, 3, 256, 192)
+    with torch.no_grad():
+        ref = model(x)
+        folded = fold_batchnorm(model)
+        out = folded(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    for a, b in zip(out, ref):
+        assert (a - b).norm() / b.norm() < 1e-4

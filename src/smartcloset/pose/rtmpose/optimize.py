@@ -1,0 +1,76 @@
+"""Making RTMPose fast for inference: BatchNorm folded into the convolutions, and CUDA-graph
+replay per batch-size bucket (a small batch is launch-bound: one graph replay instead of a few
+hundred kernel launches).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from .model import ConvBNAct
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every conv+BN pair into one conv with a bias (in place, eval mode); returns ``model``."""
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, ConvBNAct) and isinstance(module.bn, nn.BatchNorm2d):
+            module.conv = fuse_conv_bn_eval(module.conv, module.bn)
+            module.bn = nn.Identity()
+    return model
+
+
+class GraphRunner:
+    """Runs ``model`` on CUDA through captured graphs, one per batch-size bucket.
+
+    A batch is padded up to the next bucket (powers of two up to ``max_batch``), copied into that
+    graph's static input and replayed; outputs are sliced back to the real batch.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        input_shape: tuple[int, int, int],
+        dtype: torch.dtype,
+        max_batch: int = 256,
+        channels_last: bool = True,
+    ) -> None:
+        self.model = model
+        self.shape = input_shape
+        self.dtype = dtype
+        self.channels_last = channels_last
+        self.buckets = [b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if b <= max_batch]
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
+        self.pool = None
+
+    def _bucket(self, n: int) -> int:
+        for b in self.buckets:
+            if b >= n:
+                return b
+        raise ValueError(f"batch of {n} is over the largest bucket {self.buckets[-1]}")
+
+    def _capture(self, b: int):
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        static = torch.zeros((b, *self.shape), device="cuda", dtype=self.dtype).contiguous(memory_format=fmt)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.no_grad():
+            for _ in range(3):  # warm up (cuDNN picks its algorithms) outside the capture
+                self.model(static)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), torch.cuda.graph(graph, pool=self.pool):
+            out = self.model(static)
+        self.pool = graph.pool()
+        self.graphs[b] = (graph, static, out)
+        return self.graphs[b]
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = x.shape[0]
+        b = self._bucket(n)
+        graph, static, out = self.graphs.get(b) or self._capture(b)
+        static[:n].copy_(x)
+        graph.replay()
+        return out[0][:n], out[1][:n]
