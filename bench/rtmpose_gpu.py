@@ -72,7 +72,7 @@ def model_table(rows: list[dict]) -> None:
                 if cl:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.no_grad():
-                    fn = (lambda: runner(x)) if runner else (lambda: model(x))
+                    fn = (lambda r=runner, x=x: r(x)) if runner else (lambda m=model, x=x: m(x))
                     ms = timed(fn, reps=20 if b >= 128 else 40)
                 row = dict(
                     model=f"rtmpose-{size}",
@@ -86,7 +86,6 @@ def model_table(rows: list[dict]) -> None:
                 )
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-            del model, runner
             torch.cuda.empty_cache()
 
 
@@ -122,7 +121,7 @@ def end_to_end(rows: list[dict]) -> None:
             center, scale = box_to_center_scale(boxes, SIZE)
             owner = torch.arange(frames, device="cuda")
 
-            def step():
+            def step(images=images, owner=owner, center=center, scale=scale, runner=runner):
                 with torch.no_grad():
                     crops = (
                         crop(images, owner, center, scale, SIZE).half().contiguous(memory_format=torch.channels_last)
