@@ -62,10 +62,13 @@ def crop(
     theta[:, 0, 2] = 2 * c[:, 0] / W - 1 + 1.0 / W - sc[:, 0] / (w * W)
     theta[:, 1, 2] = 2 * c[:, 1] / H - 1 + 1.0 / H - sc[:, 1] / (h * H)
     grid = F.affine_grid(theta, [len(c), 3, h, w], align_corners=False)
-    src = images.index_select(0, image_index.to(images.device)).float()
-    crops = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
+    # Sample in half precision on a GPU (half the bytes of float; the crop is exact to 1/255 of a
+    # level anyway), in float on the CPU where half is slow.
+    dtype = torch.float16 if images.is_cuda else torch.float32
+    src = images.index_select(0, image_index.to(images.device)).to(dtype)
+    crops = F.grid_sample(src, grid.to(dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+    mean = torch.tensor(MEAN, device=images.device, dtype=dtype).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=images.device, dtype=dtype).view(1, 3, 1, 1)
     return (crops - mean) / std
 
 
