@@ -30,6 +30,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         pose_backend=args.backend,
+        pose_device=args.device,
         batch_max=args.batch_max,
         batch_deadline_ms=args.batch_deadline_ms,
         inference_size=args.inference_size,
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--backend", "--pose", default="auto", choices=BACKEND_NAMES, help="pose backend")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device for RTMPose")
     s.add_argument("--batch-max", type=int, default=8, help="frames per pose batch")
     s.add_argument("--batch-deadline-ms", type=float, default=4.0, help="wait for other clients' frames")
     s.add_argument("--inference-size", type=_size, default=(640, 360), help="pose input size WxH")

@@ -10,6 +10,7 @@ class ServerConfig:
     host: str = "127.0.0.1"  # loopback unless the operator says otherwise
     port: int = 8000
     pose_backend: str = "auto"
+    pose_device: str = "auto"  # "cpu" | "cuda" | "auto" (for RTMPose; MediaPipe runs on the CPU)
     batch_max: int = 8  # frames per pose batch
     batch_deadline_ms: float = 4.0  # how long a waiting frame waits for other clients' frames
     inference_size: tuple[int, int] = (640, 360)  # pose input, (w, h); frames are fitted into it

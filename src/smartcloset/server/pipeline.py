@@ -30,7 +30,7 @@ class Pipeline:
     @classmethod
     def start(cls, config: ServerConfig, backend: PoseBackend | None = None) -> Pipeline:
         if backend is None:
-            backend = create_backend(config.pose_backend, segmentation=config.segmentation)
+            backend = create_backend(config.pose_backend, device=config.pose_device, segmentation=config.segmentation)
         limits = ImageLimits(
             max_bytes=config.max_frame_bytes,
             max_width=config.max_frame_width,
