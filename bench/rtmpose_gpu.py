@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from smartcloset.pose.rtmpose import build_rtmpose
-from smartcloset.pose.rtmpose.optimize import GraphRunner, fold_batchnorm
-from smartcloset.pose.rtmpose.topdown import box_to_center_scale, crop, decode
+from smartcloset.pose.rtmpose.optimize import GraphRunner, TopDownGraph, fold_batchnorm
+from smartcloset.pose.rtmpose.topdown import box_to_center_scale, crop, crop_thetas, decode
 
 BATCHES = (1, 8, 32, 128, 256)
 SIZE = (192, 256)  # (w, h)
@@ -141,6 +141,41 @@ def end_to_end(rows: list[dict]) -> None:
             print(json.dumps(row), flush=True)
 
 
+def end_to_end_graph(rows: list[dict]) -> None:
+    """The same step as one CUDA graph (TopDownGraph), with and without torch.compile."""
+    for size, compile_ in (("t", False), ("m", False), ("m", True)):
+        model = variant(size, "fp16", True, True)
+        if compile_:
+            model = torch.compile(model)
+        step_graph = TopDownGraph(model, SIZE, (720, 1280))
+        for frames in (1, 8, 32, 64):
+            images = torch.randint(0, 256, (frames, 3, 720, 1280), dtype=torch.uint8, device="cuda")
+            boxes = np.tile(np.array([[480, 60, 800, 700]], np.float32), (frames, 1))
+            owner_np = np.arange(frames)
+
+            def step(images=images, boxes=boxes, owner_np=owner_np, g=step_graph):
+                center, scale = box_to_center_scale(boxes, SIZE)  # host work per batch, as served
+                theta = (
+                    torch.from_numpy(crop_thetas(center, scale, SIZE, (720, 1280))).pin_memory().cuda(non_blocking=True)
+                )
+                owner = torch.from_numpy(owner_np).pin_memory().cuda(non_blocking=True)
+                kp, score = g(images, theta, owner)
+                return kp.cpu(), score.cpu()
+
+            ms = timed(step, reps=40)
+            row = dict(
+                model=f"rtmpose-{size}",
+                one_graph=True,
+                compiled=compile_,
+                frames=frames,
+                persons=frames,
+                end_to_end_ms=round(ms, 3),
+                frames_per_s=round(frames / ms * 1000),
+            )
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+
+
 def compiled(rows: list[dict]) -> None:
     """RTMPose-m, fp16, folded BN, channels_last, through torch.compile (default mode) + graphs."""
     t0 = time.time()
@@ -216,6 +251,7 @@ def main() -> None:
     end_to_end(e2e_rows)
     model_rows: list[dict] = []
     if os.environ.get("ONLY_E2E_AND_COMPILE"):
+        end_to_end_graph(e2e_rows)
         compiled(model_rows)
         print(json.dumps(e2e_rows))
         return

@@ -42,6 +42,26 @@ def crop_matrices(center: np.ndarray, scale: np.ndarray, input_size: tuple[int, 
     return m
 
 
+def crop_thetas(
+    center: np.ndarray, scale: np.ndarray, input_size: tuple[int, int], frame_shape: tuple[int, int]
+) -> np.ndarray:
+    """(N, 2, 3) ``affine_grid`` matrices for the crops, built on the host in one go.
+
+    Crop pixel x maps to image x = cx + (x + 0.5 - w/2) * sw / w - 0.5 (pixel centres), which in
+    grid_sample's normalised coordinates (align_corners=False) is an affine map of the output's.
+    """
+    H, W = frame_shape
+    w, h = input_size
+    c = np.asarray(center, np.float32).reshape(-1, 2)
+    sc = np.asarray(scale, np.float32).reshape(-1, 2)
+    theta = np.zeros((len(c), 2, 3), np.float32)
+    theta[:, 0, 0] = sc[:, 0] / W
+    theta[:, 1, 1] = sc[:, 1] / H
+    theta[:, 0, 2] = 2 * c[:, 0] / W - 1 + 1.0 / W - sc[:, 0] / (w * W)
+    theta[:, 1, 2] = 2 * c[:, 1] / H - 1 + 1.0 / H - sc[:, 1] / (h * H)
+    return theta
+
+
 def crop(
     images: torch.Tensor, image_index: torch.Tensor, center: np.ndarray, scale: np.ndarray, input_size: tuple[int, int]
 ) -> torch.Tensor:
@@ -52,16 +72,8 @@ def crop(
     """
     _, _, H, W = images.shape
     w, h = input_size
-    c = torch.as_tensor(center, dtype=torch.float32, device=images.device)
-    sc = torch.as_tensor(scale, dtype=torch.float32, device=images.device)
-    # Crop pixel x maps to image x = cx + (x + 0.5 - w/2) * sw / w - 0.5 (pixel centres), which in
-    # grid_sample's normalised coordinates (align_corners=False) is an affine map of the output's.
-    theta = torch.zeros((len(c), 2, 3), dtype=torch.float32, device=images.device)
-    theta[:, 0, 0] = sc[:, 0] / W
-    theta[:, 1, 1] = sc[:, 1] / H
-    theta[:, 0, 2] = 2 * c[:, 0] / W - 1 + 1.0 / W - sc[:, 0] / (w * W)
-    theta[:, 1, 2] = 2 * c[:, 1] / H - 1 + 1.0 / H - sc[:, 1] / (h * H)
-    grid = F.affine_grid(theta, [len(c), 3, h, w], align_corners=False)
+    theta = torch.from_numpy(crop_thetas(center, scale, input_size, (H, W))).to(images.device)
+    grid = F.affine_grid(theta, [len(theta), 3, h, w], align_corners=False)
     # Sample in half precision on a GPU (half the bytes of float; the crop is exact to 1/255 of a
     # level anyway), in float on the CPU where half is slow.
     dtype = torch.float16 if images.is_cuda else torch.float32
