@@ -149,7 +149,7 @@ class RTMPoseBackend:
 
     # -- inference ---------------------------------------------------------------------------
     def infer(self, images: Sequence[np.ndarray], streams: Sequence[Hashable | None]) -> list[FramePose]:
-        from .rtmpose.topdown import box_to_center_scale, crop, decode, to_image
+        from .rtmpose.topdown import box_to_center_scale, to_image
 
         torch = self.torch
         boxes = [self._boxes(img, s) for img, s in zip(images, streams)]
@@ -161,27 +161,10 @@ class RTMPoseBackend:
             stream = self._stream()
             ctx = torch.cuda.stream(stream) if stream is not None else _null()
             with torch.no_grad(), ctx:
-                crops = []
-                # Frames of one size are cropped together; a batch mixing sizes crops per size.
-                for shape in {img.shape for img in images}:
-                    idx = [i for i, img in enumerate(images) if img.shape == shape]
-                    sel = np.nonzero(np.isin(owners, idx))[0]
-                    if not len(sel):
-                        continue
-                    frames = torch.from_numpy(np.stack([images[i] for i in idx])).permute(0, 3, 1, 2)
-                    if self.cuda:
-                        frames = frames.pin_memory().to(self.device, non_blocking=True)
-                    local = torch.as_tensor(np.searchsorted(idx, owners[sel]), device=frames.device)
-                    crops.append((sel, crop(frames, local, center[sel], scale[sel], self.input_size)))
-                order = np.concatenate([s for s, _ in crops])
-                x = torch.cat([c for _, c in crops]).to(self.dtype)
-                if self.cuda:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                kp, score = decode(*self._runner()(x))
-                kp, score = kp.float().cpu().numpy(), score.float().cpu().numpy()
-            inv = np.empty_like(order)
-            inv[order] = np.arange(len(order))
-            kp, score = kp[inv], score[inv]
+                if self.use_graphs and len({img.shape for img in images}) == 1:
+                    kp, score = self._one_graph(images, owners, center, scale)
+                else:
+                    kp, score = self._stepwise(images, owners, center, scale)
             kp_img = to_image(kp, center, scale, self.input_size)
             for n, owner in enumerate(owners):
                 k = np.concatenate([kp_img[n], score[n][:, None]], axis=1)
@@ -189,6 +172,52 @@ class RTMPoseBackend:
         for img, s, r in zip(images, streams, results):
             self._update(s, r.persons, img.shape[:2])
         return results
+
+    def _one_graph(self, images, owners, center, scale) -> tuple[np.ndarray, np.ndarray]:
+        """CUDA, frames of one size: upload, then crop + model + decode in one graph replay."""
+        from .rtmpose.optimize import TopDownGraph
+        from .rtmpose.topdown import crop_thetas
+
+        torch = self.torch
+        shape = images[0].shape[:2]
+        graphs = getattr(self._local, "topdown", None)
+        if graphs is None:
+            graphs = self._local.topdown = {}
+        graph = graphs.get(shape)
+        if graph is None:
+            graph = graphs[shape] = TopDownGraph(self.model, self.input_size, shape, self.dtype)
+        frames = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).pin_memory()
+        theta = torch.from_numpy(crop_thetas(center, scale, self.input_size, shape)).pin_memory()
+        owner = torch.from_numpy(owners).pin_memory()
+        kp, score = graph(frames, theta, owner)
+        return kp.float().cpu().numpy(), score.float().cpu().numpy()
+
+    def _stepwise(self, images, owners, center, scale) -> tuple[np.ndarray, np.ndarray]:
+        """Any device, frames of any sizes: crop per size, one model call, decode."""
+        from .rtmpose.topdown import crop, decode
+
+        torch = self.torch
+        crops = []
+        # Frames of one size are cropped together; a batch mixing sizes crops per size.
+        for shape in {img.shape for img in images}:
+            idx = [i for i, img in enumerate(images) if img.shape == shape]
+            sel = np.nonzero(np.isin(owners, idx))[0]
+            if not len(sel):
+                continue
+            frames = torch.from_numpy(np.stack([images[i] for i in idx])).permute(0, 3, 1, 2)
+            if self.cuda:
+                frames = frames.pin_memory().to(self.device, non_blocking=True)
+            local = torch.as_tensor(np.searchsorted(idx, owners[sel]), device=frames.device)
+            crops.append((sel, crop(frames, local, center[sel], scale[sel], self.input_size)))
+        order = np.concatenate([s for s, _ in crops])
+        x = torch.cat([c for _, c in crops]).to(self.dtype)
+        if self.cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        kp, score = decode(*self._runner()(x))
+        kp, score = kp.float().cpu().numpy(), score.float().cpu().numpy()
+        inv = np.empty_like(order)
+        inv[order] = np.arange(len(order))
+        return kp[inv], score[inv]
 
 
 class _null:
