@@ -31,6 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         pose_backend=args.backend,
         pose_device=args.device,
+        pose_compile=args.compile,
         batch_max=args.batch_max,
         batch_deadline_ms=args.batch_deadline_ms,
         inference_size=args.inference_size,
@@ -174,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--backend", "--pose", default="auto", choices=BACKEND_NAMES, help="pose backend")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device for RTMPose")
+    s.add_argument("--compile", action="store_true", help="torch.compile RTMPose on CUDA (~45 s more at start)")
     s.add_argument("--batch-max", type=int, default=8, help="frames per pose batch")
     s.add_argument("--batch-deadline-ms", type=float, default=4.0, help="wait for other clients' frames")
     s.add_argument("--inference-size", type=_size, default=(640, 360), help="pose input size WxH")

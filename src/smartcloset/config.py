@@ -11,6 +11,7 @@ class ServerConfig:
     port: int = 8000
     pose_backend: str = "auto"
     pose_device: str = "auto"  # "cpu" | "cuda" | "auto" (for RTMPose; MediaPipe runs on the CPU)
+    pose_compile: bool = False  # torch.compile RTMPose on CUDA (slower start, faster batches)
     batch_max: int = 8  # frames per pose batch
     batch_deadline_ms: float = 4.0  # how long a waiting frame waits for other clients' frames
     inference_size: tuple[int, int] = (640, 360)  # pose input, (w, h); frames are fitted into it

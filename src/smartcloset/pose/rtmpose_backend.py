@@ -66,6 +66,7 @@ class RTMPoseBackend:
         detector=None,
         redetect_every: int = 30,
         graphs: bool | None = None,
+        compile: bool = False,
     ) -> None:
         import torch
 
@@ -84,6 +85,8 @@ class RTMPoseBackend:
             fold_batchnorm(net)
             net = net.half().to(device).to(memory_format=torch.channels_last)
         self.model = net.eval()
+        if compile and self.cuda:  # ~45 s at start; 1.64 -> 1.18 ms for 8 frames on an H200
+            self.model = torch.compile(self.model)
         self.dtype = torch.float16 if self.cuda else torch.float32
         self.use_graphs = self.cuda if graphs is None else graphs
         self.max_inflight = 2 if self.cuda else 1

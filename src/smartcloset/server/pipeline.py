@@ -30,7 +30,10 @@ class Pipeline:
     @classmethod
     def start(cls, config: ServerConfig, backend: PoseBackend | None = None) -> Pipeline:
         if backend is None:
-            backend = create_backend(config.pose_backend, device=config.pose_device, segmentation=config.segmentation)
+            options = {"compile": True} if config.pose_compile and config.pose_backend.startswith("rtmpose") else {}
+            backend = create_backend(
+                config.pose_backend, device=config.pose_device, segmentation=config.segmentation, **options
+            )
         limits = ImageLimits(
             max_bytes=config.max_frame_bytes,
             max_width=config.max_frame_width,
