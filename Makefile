@@ -2,6 +2,7 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 WEB_BUILD := src/smartcloset/webapp/index.html
 WEB_SRC := $(shell find web/src web/index.html web/vite.config.ts web/tsconfig.json web/package.json -type f 2>/dev/null)
@@ -10,8 +11,13 @@ WEB_SRC := $(shell find web/src web/index.html web/vite.config.ts web/tsconfig.j
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet -e '.[test]'
+	$(VENV)/bin/pip install --quiet -e .
 	touch $(STAMP)
+
+# The tests also need PyTorch (the CPU build; RTMPose's tests), pytest, hypothesis and Playwright.
+$(TEST_STAMP): $(STAMP)
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $(TEST_STAMP)
 
 web/node_modules/.installed: web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund
@@ -26,7 +32,7 @@ run: $(STAMP) $(WEB_BUILD)
 	$(VENV)/bin/smart-closet serve
 
 ## Set up and run every test: the page's (Vitest), then Python's (pytest, with the browser test).
-test: $(STAMP) $(WEB_BUILD) chromium
+test: $(TEST_STAMP) $(WEB_BUILD) chromium
 	cd web && npm test
 	$(VENV)/bin/python -m pytest
 
@@ -46,5 +52,5 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) build *.egg-info web/node_modules src/smartcloset/webapp
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/pip install --quiet ruff==0.17.6 && $(VENV)/bin/ruff check src tests bench && $(VENV)/bin/ruff format --check src tests bench
