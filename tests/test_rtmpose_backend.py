@@ -109,3 +109,25 @@ def test_missing_weights_fall_back_to_the_embedded_model(tmp_path, monkeypatch, 
     assert b.name == "mediapipe"
     assert "models fetch rtmpose-m" in caplog.text
     b.close()
+
+
+def test_the_detector_is_rtmdet_when_its_weights_are_cached(tmp_path, monkeypatch):
+    from smartcloset.pose import weights as W
+    from smartcloset.pose.rtmdet import RTMDetDetector, build_rtmdet_nano
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    b = RTMPoseBackend("rtmpose-t", device="cpu", weights=False)
+    assert b.detector.name == "full-frame"  # nothing cached: the whole frame, with a warning
+
+    ckpt = tmp_path / "rtmdet.pth"
+    torch.save({"meta": {}, "state_dict": build_rtmdet_nano().state_dict()}, ckpt, _use_new_zipfile_serialization=False)
+    real = W.get("rtmdet-nano-person")
+    declared = W.Weights(
+        real.name, real.url.replace(real.sha256_prefix, W.sha256(ckpt)[:8]), real.arch, real.input_size, real.meta
+    )
+    monkeypatch.setitem(W.WEIGHTS, "rtmdet-nano-person", declared)
+    W.add("rtmdet-nano-person", ckpt)
+    b = RTMPoseBackend("rtmpose-t", device="cpu", weights=False)
+    assert isinstance(b.detector, RTMDetDetector)
+    poses = b.infer(frames(2), ["a", "b"])  # random detector weights: any number of people, no error
+    assert len(poses) == 2

@@ -262,7 +262,12 @@ def decode(
     if max_shape is not None:
         h, w = max_shape
         boxes = torch.stack(
-            (boxes[..., 0].clamp(0, w), boxes[..., 1].clamp(0, h), boxes[..., 2].clamp(0, w), boxes[..., 3].clamp(0, h)),
+            (
+                boxes[..., 0].clamp(0, w),
+                boxes[..., 1].clamp(0, h),
+                boxes[..., 2].clamp(0, w),
+                boxes[..., 3].clamp(0, h),
+            ),
             -1,
         )
     return boxes, scores
@@ -351,7 +356,9 @@ class RTMDetDetector:
         if weights is not None:
             from . import weights as W
 
-            source = W.get(weights) if isinstance(weights, str) and weights in W.WEIGHTS else Path(weights)
+            # a declared name (verified cache entry), else a checkpoint file path
+            is_file = Path(weights).is_file()
+            source = Path(weights) if is_file else W.get(str(weights))
             model.load_state_dict(_strip_checkpoint(W.load_state_dict(source)), strict=True)
         self.model = model.to(self.device).eval()
 

@@ -7,8 +7,9 @@ On CUDA the model runs in fp16 with BatchNorm folded, channels_last, through CUD
 batch-size bucket, and each in-flight batch has its own stream (and graphs), so consecutive
 batches overlap their copies and compute.
 
-Detector: ``FullFrameDetector`` (the frame is the person's box) until RTMDet-nano lands - right
-for a mirror with one person in front of it, wrong for a crowd; say which one runs.
+Detector: RTMDet-nano person (``pose/rtmdet.py``) when its weights are cached
+(``smart-closet models fetch rtmdet-nano-person``), else ``FullFrameDetector`` - the frame is the
+person's box, right for one person in front of a mirror, wrong for a crowd. The log says which.
 """
 
 from __future__ import annotations
@@ -36,6 +37,18 @@ class FullFrameDetector:
     def detect(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
         return np.array([[0, 0, w, h]], np.float32)
+
+
+def default_detector(device: str):
+    """RTMDet-nano when its weights are here, else the whole frame (with a warning)."""
+    from .rtmdet import RTMDetDetector
+    from .weights import WeightsError
+
+    try:
+        return RTMDetDetector("rtmdet-nano-person", device=device)
+    except WeightsError as exc:
+        log.warning("person detector: %s; boxes fall back to the whole frame (one person at a mirror)", exc)
+        return FullFrameDetector()
 
 
 def keypoint_box(kp: np.ndarray, shape: tuple[int, int], min_score: float = TRACK_MIN_SCORE) -> np.ndarray | None:
@@ -90,7 +103,7 @@ class RTMPoseBackend:
         self.dtype = torch.float16 if self.cuda else torch.float32
         self.use_graphs = self.cuda if graphs is None else graphs
         self.max_inflight = 2 if self.cuda else 1
-        self.detector = detector or FullFrameDetector()
+        self.detector = detector or default_detector(device)
         self.redetect_every = redetect_every
         self._tracks: dict[Hashable, _Track] = {}
         self._lock = threading.Lock()

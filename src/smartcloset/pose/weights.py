@@ -85,7 +85,8 @@ WEIGHTS: dict[str, Weights] = {
             "https://download.openmmlab.com/mmpose/v1/projects/rtmpose/rtmdet_nano_8xb32-100e_coco-obj365-person-05d8511e.pth",
             "nano",
             (320, 320),
-            {"task": "person detection", "mean": MEAN, "std": STD},
+            # MMDet's RTMDet preprocessor works in BGR: these are MEAN/STD reversed.
+            {"task": "person detection", "params_m": 0.99, "mean": MEAN[::-1], "std": STD[::-1], "input": "BGR"},
         ),
     )
 }
