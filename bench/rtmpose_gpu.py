@@ -28,6 +28,12 @@ SIZE = (192, 256)  # (w, h)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def record(rows: list[dict], **row) -> None:
+    """Keep a measurement and print it at once (a cut-off run still shows what it measured)."""
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+
+
 def timed(fn, warmup: int = 5, reps: int = 30) -> float:
     """Median milliseconds of ``fn()`` measured with CUDA events."""
     for _ in range(warmup):
@@ -74,7 +80,8 @@ def model_table(rows: list[dict]) -> None:
                 with torch.no_grad():
                     fn = (lambda r=runner, x=x: r(x)) if runner else (lambda m=model, x=x: m(x))
                     ms = timed(fn, reps=20 if b >= 128 else 40)
-                row = dict(
+                record(
+                    rows,
                     model=f"rtmpose-{size}",
                     dtype=dtype,
                     channels_last=cl,
@@ -84,8 +91,6 @@ def model_table(rows: list[dict]) -> None:
                     ms=round(ms, 4),
                     crops_per_s=round(b / ms * 1000),
                 )
-                rows.append(row)
-                print(json.dumps(row), flush=True)
             torch.cuda.empty_cache()
 
 
@@ -130,15 +135,14 @@ def end_to_end(rows: list[dict]) -> None:
                     return kp.cpu(), score.cpu()  # the host needs them: include the copy back
 
             ms = timed(step, reps=40)
-            row = dict(
+            record(
+                rows,
                 model=f"rtmpose-{size}",
                 frames=frames,
                 persons=frames,
                 end_to_end_ms=round(ms, 3),
                 frames_per_s=round(frames / ms * 1000),
             )
-            rows.append(row)
-            print(json.dumps(row), flush=True)
 
 
 def end_to_end_graph(rows: list[dict]) -> None:
@@ -163,7 +167,8 @@ def end_to_end_graph(rows: list[dict]) -> None:
                 return kp.cpu(), score.cpu()
 
             ms = timed(step, reps=40)
-            row = dict(
+            record(
+                rows,
                 model=f"rtmpose-{size}",
                 one_graph=True,
                 compiled=compile_,
@@ -172,8 +177,6 @@ def end_to_end_graph(rows: list[dict]) -> None:
                 end_to_end_ms=round(ms, 3),
                 frames_per_s=round(frames / ms * 1000),
             )
-            rows.append(row)
-            print(json.dumps(row), flush=True)
 
 
 def compiled(rows: list[dict]) -> None:
@@ -185,7 +188,8 @@ def compiled(rows: list[dict]) -> None:
         x = torch.randn(b, 3, SIZE[1], SIZE[0], device="cuda").half().contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             ms = timed(lambda r=runner, x=x: r(x), reps=30)
-        row = dict(
+        record(
+            rows,
             model="rtmpose-m",
             dtype="fp16",
             channels_last=True,
@@ -196,8 +200,6 @@ def compiled(rows: list[dict]) -> None:
             ms=round(ms, 4),
             crops_per_s=round(b / ms * 1000),
         )
-        rows.append(row)
-        print(json.dumps(row), flush=True)
     print(f"torch.compile variant: {time.time() - t0:.0f} s including compilation", flush=True)
 
 
