@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .rtmpose.model import ChannelAttention, ConvBNAct, SPPBottleneck
+from .rtmpose.model import ConvBNAct, CSPLayer, CSPNeXt, DWSepConv
 
 __all__ = [
     "INPUT_SIZE",
@@ -57,88 +57,15 @@ MEAN_BGR = (103.53, 116.28, 123.675)
 STD_BGR = (57.375, 57.12, 58.395)
 
 _NORM = (1e-5, 0.1)  # SyncBN -> PyTorch BatchNorm defaults
-# CSPNeXt P5: (in_channels, out_channels, num_blocks, add_identity, use_spp) per stage.
-_P5 = ((64, 128, 3, True, False), (128, 256, 6, True, False), (256, 512, 6, True, False), (512, 1024, 3, False, True))
 
 
-class SepConv(nn.Module):
-    """mmcv ``DepthwiseSeparableConvModule``: depthwise kxk (with stride) + pointwise 1x1, BN + SiLU each."""
-
-    def __init__(self, cin: int, cout: int, k: int, stride: int = 1) -> None:
-        super().__init__()
-        self.depthwise_conv = ConvBNAct(cin, cin, k, stride=stride, groups=cin, norm=_NORM)
-        self.pointwise_conv = ConvBNAct(cin, cout, 1, norm=_NORM)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.pointwise_conv(self.depthwise_conv(x))
+def _sep(cin: int, cout: int, k: int, stride: int = 1) -> DWSepConv:
+    return DWSepConv(cin, cout, k, _NORM, stride=stride)
 
 
-class Block(nn.Module):
-    """``CSPNeXtBlock`` (expansion 1.0): 3x3 conv (plain or separable), separable 5x5, optional residual."""
-
-    def __init__(self, channels: int, add_identity: bool, depthwise: bool) -> None:
-        super().__init__()
-        self.conv1: nn.Module = (
-            SepConv(channels, channels, 3) if depthwise else ConvBNAct(channels, channels, 3, norm=_NORM)
-        )
-        self.conv2 = SepConv(channels, channels, 5)
-        self.add_identity = add_identity
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.conv2(self.conv1(x))
-        return out + x if self.add_identity else out
-
-
-class CSP(nn.Module):
-    """mmdet ``CSPLayer`` with ``use_lk_block=True`` (CSPNeXt blocks), expand ratio 0.5."""
-
-    def __init__(
-        self, cin: int, cout: int, num_blocks: int, add_identity: bool, depthwise: bool, attention: bool
-    ) -> None:
-        super().__init__()
-        mid = int(cout * 0.5)
-        self.main_conv = ConvBNAct(cin, mid, 1, norm=_NORM)
-        self.short_conv = ConvBNAct(cin, mid, 1, norm=_NORM)
-        self.final_conv = ConvBNAct(2 * mid, cout, 1, norm=_NORM)
-        self.blocks = nn.Sequential(*(Block(mid, add_identity, depthwise) for _ in range(num_blocks)))
-        self.attention: nn.Module = ChannelAttention(2 * mid) if attention else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = torch.cat((self.blocks(self.main_conv(x)), self.short_conv(x)), dim=1)
-        return self.final_conv(self.attention(y))
-
-
-class Backbone(nn.Module):
-    """CSPNeXt-P5 with ``use_depthwise=True``; returns the stage2..stage4 maps (strides 8, 16, 32)."""
-
-    def __init__(self, deepen_factor: float = 0.33, widen_factor: float = 0.25) -> None:
-        super().__init__()
-        c0 = int(_P5[0][0] * widen_factor)
-        half = int(_P5[0][0] * widen_factor // 2)
-        self.stem = nn.Sequential(
-            ConvBNAct(3, half, 3, stride=2, norm=_NORM),
-            ConvBNAct(half, half, 3, norm=_NORM),
-            ConvBNAct(half, c0, 3, norm=_NORM),
-        )
-        self.out_channels: list[int] = []
-        for i, (cin, cout, n, add_identity, use_spp) in enumerate(_P5, start=1):
-            cin, cout = int(cin * widen_factor), int(cout * widen_factor)
-            n = max(round(n * deepen_factor), 1)
-            layers: list[nn.Module] = [SepConv(cin, cout, 3, stride=2)]
-            if use_spp:
-                layers.append(SPPBottleneck(cout, _NORM))
-            layers.append(CSP(cout, cout, n, add_identity, depthwise=True, attention=True))
-            self.add_module(f"stage{i}", nn.Sequential(*layers))
-            self.out_channels.append(cout)
-        self.out_channels = self.out_channels[1:]
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        x = self.stage1(self.stem(x))
-        outs = []
-        for i in (2, 3, 4):
-            x = getattr(self, f"stage{i}")(x)
-            outs.append(x)
-        return outs
+def _csp(cin: int, cout: int, num_blocks: int) -> CSPLayer:
+    """The neck's CSP layers: separable blocks, no residual, no channel attention."""
+    return CSPLayer(cin, num_blocks, False, _NORM, cout=cout, depthwise=True, attention=False)
 
 
 class PAFPN(nn.Module):
@@ -152,13 +79,13 @@ class PAFPN(nn.Module):
         self.top_down_blocks = nn.ModuleList()
         for idx in range(len(c) - 1, 0, -1):
             self.reduce_layers.append(ConvBNAct(c[idx], c[idx - 1], 1, norm=_NORM))
-            self.top_down_blocks.append(CSP(2 * c[idx - 1], c[idx - 1], num_blocks, False, True, False))
+            self.top_down_blocks.append(_csp(2 * c[idx - 1], c[idx - 1], num_blocks))
         self.downsamples = nn.ModuleList()
         self.bottom_up_blocks = nn.ModuleList()
         for idx in range(len(c) - 1):
-            self.downsamples.append(SepConv(c[idx], c[idx], 3, stride=2))
-            self.bottom_up_blocks.append(CSP(2 * c[idx], c[idx + 1], num_blocks, False, True, False))
-        self.out_convs = nn.ModuleList(SepConv(ci, out_channels, 3) for ci in c)
+            self.downsamples.append(_sep(c[idx], c[idx], 3, stride=2))
+            self.bottom_up_blocks.append(_csp(2 * c[idx], c[idx + 1], num_blocks))
+        self.out_convs = nn.ModuleList(_sep(ci, out_channels, 3) for ci in c)
 
     def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:
         n = len(feats)
@@ -189,7 +116,7 @@ class SepBNHead(nn.Module):
 
         def tower() -> nn.ModuleList:
             return nn.ModuleList(
-                SepConv(in_channels if i == 0 else feat_channels, feat_channels, 3) for i in range(stacked_convs)
+                _sep(in_channels if i == 0 else feat_channels, feat_channels, 3) for i in range(stacked_convs)
             )
 
         self.cls_convs = nn.ModuleList(tower() for _ in self.strides)
@@ -216,8 +143,8 @@ class RTMDet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.backbone = Backbone(0.33, 0.25)
-        self.neck = PAFPN(self.backbone.out_channels, 64, 1)
+        self.backbone = CSPNeXt(0.33, 0.25, _NORM, depthwise=True, out_indices=(2, 3, 4))
+        self.neck = PAFPN(self.backbone.out_channels_per_stage, 64, 1)
         self.bbox_head = SepBNHead(1, 64, 64, 2, STRIDES)
 
     def forward(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:

@@ -59,11 +59,11 @@ class ConvBNAct(nn.Module):
 
 
 class DWSepConv(nn.Module):
-    """Depthwise kxk + pointwise 1x1, each with BN + SiLU (mmcv ``DepthwiseSeparableConvModule``)."""
+    """Depthwise kxk (with stride) + pointwise 1x1, each with BN + SiLU (mmcv ``DepthwiseSeparableConvModule``)."""
 
-    def __init__(self, cin: int, cout: int, k: int, norm: _NormCfg) -> None:
+    def __init__(self, cin: int, cout: int, k: int, norm: _NormCfg = (1e-5, 0.1), stride: int = 1) -> None:
         super().__init__()
-        self.depthwise_conv = ConvBNAct(cin, cin, k, groups=cin, norm=norm)
+        self.depthwise_conv = ConvBNAct(cin, cin, k, stride=stride, groups=cin, norm=norm)
         self.pointwise_conv = ConvBNAct(cin, cout, 1, norm=norm)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -82,12 +82,14 @@ class ChannelAttention(nn.Module):
 
 
 class CSPNeXtBlock(nn.Module):
-    """3x3 conv then depthwise-separable 5x5 conv, with an optional residual."""
+    """3x3 conv (plain, or separable with ``depthwise``) then separable 5x5, optional residual."""
 
-    def __init__(self, channels: int, add_identity: bool, norm: _NormCfg) -> None:
+    def __init__(self, channels: int, add_identity: bool, norm: _NormCfg, depthwise: bool = False) -> None:
         super().__init__()
-        self.conv1 = ConvBNAct(channels, channels, 3, norm=norm)
-        self.conv2 = DWSepConv(channels, channels, 5, norm=norm)
+        self.conv1: nn.Module = (
+            DWSepConv(channels, channels, 3, norm) if depthwise else ConvBNAct(channels, channels, 3, norm=norm)
+        )
+        self.conv2 = DWSepConv(channels, channels, 5, norm)
         self.add_identity = add_identity
 
     def forward(self, x: Tensor) -> Tensor:
@@ -96,16 +98,29 @@ class CSPNeXtBlock(nn.Module):
 
 
 class CSPLayer(nn.Module):
-    """Cross-stage-partial layer: a block-stack branch and a shortcut branch, concatenated and gated."""
+    """Cross-stage-partial layer: a block-stack branch and a shortcut branch, concatenated and gated.
 
-    def __init__(self, channels: int, num_blocks: int, add_identity: bool, norm: _NormCfg) -> None:
+    mmdet's ``CSPLayer`` with CSPNeXt blocks and expand ratio 0.5; ``cout`` defaults to ``cin``.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_blocks: int,
+        add_identity: bool,
+        norm: _NormCfg,
+        cout: int | None = None,
+        depthwise: bool = False,
+        attention: bool = True,
+    ) -> None:
         super().__init__()
-        mid = int(channels * 0.5)  # expand_ratio
+        cout = channels if cout is None else cout
+        mid = int(cout * 0.5)  # expand_ratio
         self.main_conv = ConvBNAct(channels, mid, 1, norm=norm)
         self.short_conv = ConvBNAct(channels, mid, 1, norm=norm)
-        self.final_conv = ConvBNAct(2 * mid, channels, 1, norm=norm)
-        self.blocks = nn.Sequential(*(CSPNeXtBlock(mid, add_identity, norm) for _ in range(num_blocks)))
-        self.attention = ChannelAttention(2 * mid)
+        self.final_conv = ConvBNAct(2 * mid, cout, 1, norm=norm)
+        self.blocks = nn.Sequential(*(CSPNeXtBlock(mid, add_identity, norm, depthwise) for _ in range(num_blocks)))
+        self.attention: nn.Module = ChannelAttention(2 * mid) if attention else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         y = torch.cat((self.blocks(self.main_conv(x)), self.short_conv(x)), dim=1)
@@ -128,9 +143,20 @@ class SPPBottleneck(nn.Module):
 
 
 class CSPNeXt(nn.Module):
-    """CSPNeXt-P5 backbone; returns only the stride-32 map (RTMPose uses ``out_indices=(4,)``)."""
+    """CSPNeXt-P5 backbone.
 
-    def __init__(self, deepen_factor: float, widen_factor: float, norm: _NormCfg = (1e-5, 0.1)) -> None:
+    RTMPose uses the stride-32 map only (``out_indices=(4,)``, plain convs); RTMDet-nano uses
+    ``depthwise=True`` (separable downsamples and blocks) and the stride 8/16/32 maps.
+    """
+
+    def __init__(
+        self,
+        deepen_factor: float,
+        widen_factor: float,
+        norm: _NormCfg = (1e-5, 0.1),
+        depthwise: bool = False,
+        out_indices: Sequence[int] = (4,),
+    ) -> None:
         super().__init__()
         c0 = int(_P5[0][0] * widen_factor)
         half = int(_P5[0][0] * widen_factor // 2)
@@ -139,21 +165,31 @@ class CSPNeXt(nn.Module):
             ConvBNAct(half, half, 3, norm=norm),
             ConvBNAct(half, c0, 3, norm=norm),
         )
+        self.out_indices = tuple(out_indices)
+        widths = []
         for i, (cin, cout, n, add_identity, use_spp) in enumerate(_P5, start=1):
             cin, cout = int(cin * widen_factor), int(cout * widen_factor)
             n = max(round(n * deepen_factor), 1)
-            layers: list[nn.Module] = [ConvBNAct(cin, cout, 3, stride=2, norm=norm)]
+            down = (
+                DWSepConv(cin, cout, 3, norm, stride=2) if depthwise else ConvBNAct(cin, cout, 3, stride=2, norm=norm)
+            )
+            layers: list[nn.Module] = [down]
             if use_spp:
                 layers.append(SPPBottleneck(cout, norm))
-            layers.append(CSPLayer(cout, n, add_identity, norm))
+            layers.append(CSPLayer(cout, n, add_identity, norm, depthwise=depthwise))
             self.add_module(f"stage{i}", nn.Sequential(*layers))
-        self.out_channels = int(_P5[-1][1] * widen_factor)
+            widths.append(cout)
+        self.out_channels_per_stage = [widths[i - 1] for i in self.out_indices]
+        self.out_channels = self.out_channels_per_stage[-1]
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         x = self.stem(x)
+        outs = []
         for i in range(1, 5):
             x = getattr(self, f"stage{i}")(x)
-        return x
+            if i in self.out_indices:
+                outs.append(x)
+        return outs[0] if len(outs) == 1 else outs
 
 
 class ScaleNorm(nn.Module):
