@@ -12,7 +12,7 @@ from smartcloset import codec
 from smartcloset.pose.backend import PoseBackend
 from smartcloset.pose.timeline import KeypointTimeline
 from smartcloset.pose.types import FramePose, Person
-from smartcloset.pose.worker import BatchConfig, PoseWorker
+from smartcloset.pose.worker import BatchConfig, FaultPolicy, PoseWorker
 from smartcloset.stream.protocol import ClientFrame
 
 
@@ -196,3 +196,197 @@ def test_several_batches_in_flight_when_the_backend_allows(jpeg720):
     assert wait_until(lambda: len(tl) == 2)
     worker.stop()
     assert backend.max_running == 2  # the second batch ran while the first was still in the backend
+
+
+# -- faults: a backend that raises, hangs or runs out of memory ------------------------------
+
+
+class InjectedOOM(MemoryError):
+    """Stands in for torch.cuda.OutOfMemoryError on a machine with no GPU."""
+
+
+class FaultyBackend(RecordingBackend):
+    """A RecordingBackend whose ``mode`` a test switches: "ok", "raise", "hang", or OOM above a size."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.mode = "ok"
+        self.oom_above: int | None = None
+        self.release_hang = threading.Event()
+        self.closed = 0
+
+    def _infer(self, images, streams):
+        if self.oom_above is not None and len(images) > self.oom_above:
+            with self.lock:
+                self.batches.append(["oom", *streams])
+            raise InjectedOOM(f"injected: out of memory on {len(images)} images")
+        if self.mode == "raise":
+            raise RuntimeError("injected backend failure")
+        if self.mode == "hang":
+            self.release_hang.wait(30)
+        return super()._infer(images, streams)
+
+    def close(self):
+        self.closed += 1
+
+
+FAST_FAULTS = FaultPolicy(
+    infer_timeout_s=0.3, warmup_timeout_s=0.3, failures_to_restart=3, backoff_s=0.05, backoff_max_s=0.2
+)
+
+
+def feed(worker, client: str, jpeg: bytes, stop: threading.Event, period: float = 0.01) -> threading.Thread:
+    """A client that keeps offering frames, as a live session does."""
+
+    def loop():
+        i = 0
+        while not stop.is_set():
+            worker.submit(client, frame(i, jpeg))
+            i += 1
+            time.sleep(period)
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    return t
+
+
+def test_repeated_failures_restart_the_backend_with_backoff_and_it_recovers(jpeg720):
+    first = FaultyBackend()
+    built: list[FaultyBackend] = []
+
+    def factory():
+        built.append(FaultyBackend())
+        built[-1].mode = first.mode  # still broken while the test says so
+        return built[-1]
+
+    worker = PoseWorker(first, BatchConfig(max_size=1, deadline_ms=0), faults=FAST_FAULTS, factory=factory).start()
+    tl = KeypointTimeline()
+    worker.register("a", tl)
+    stop = threading.Event()
+    feed(worker, "a", jpeg720, stop)
+    try:
+        assert wait_until(lambda: len(tl) > 0)
+        first.mode = "raise"
+        backoffs = []
+        for restarts in (1, 2, 3, 4, 5):  # still failing after each rebuild: the pause doubles, capped
+            assert wait_until(lambda r=restarts: worker.snapshot()["restarts"] >= r)
+            snap = worker.snapshot()
+            assert snap["pose_state"] == "restarting" and "failed 3 times in a row" in snap["pose_message"]
+            backoffs.append(snap["restart_backoff_s"])
+            for b in built:
+                b.mode = "raise"
+        assert backoffs == [0.05, 0.1, 0.2, 0.2, 0.2], backoffs
+        assert worker.health()[0] == "restarting" and worker.alive
+        first.mode = "ok"
+        for b in built:
+            b.mode = "ok"
+        posed = len(tl)
+        assert wait_until(lambda: worker.health() == ("ok", ""))  # the first good batch clears it
+        assert wait_until(lambda: len(tl) > posed or tl.at(1e12).source != "none")
+        assert first.closed == 1 and all(b.closed == 1 for b in built[:-1]) and built[-1].closed == 0
+    finally:
+        stop.set()
+        worker.stop()
+    assert built[-1].closed == 1
+
+
+def test_a_hung_backend_call_is_abandoned_and_the_worker_restarts(jpeg720):
+    backend = FaultyBackend()
+    worker = PoseWorker(backend, BatchConfig(max_size=1, deadline_ms=0), faults=FAST_FAULTS).start()  # no factory
+    tl = KeypointTimeline()
+    worker.register("a", tl)
+    stop = threading.Event()
+    feed(worker, "a", jpeg720, stop)
+    try:
+        assert wait_until(lambda: len(tl) > 0)
+        backend.mode = "hang"
+        assert wait_until(lambda: worker.snapshot()["hangs"] == 1)
+        snap = worker.snapshot()
+        assert snap["pose_state"] == "restarting" and "did not answer" in snap["pose_message"]
+        backend.mode = "ok"  # the reused backend works again; the hung call is still inside it
+        assert wait_until(lambda: worker.health()[0] == "ok")
+        before = worker.stats.batches
+        assert wait_until(lambda: worker.stats.batches > before + 3)  # batches flow on fresh threads
+        assert worker.snapshot()["abandoned_calls"] == 1
+        backend.release_hang.set()  # the hung call returns at last: counted, its result dropped
+        assert wait_until(lambda: worker.snapshot()["abandoned_calls"] == 0)
+    finally:
+        stop.set()
+        backend.release_hang.set()
+        worker.stop()
+
+
+def test_abandoned_calls_are_bounded(jpeg720):
+    backend = FaultyBackend()
+    faults = FaultPolicy(infer_timeout_s=0.2, warmup_timeout_s=0.2, backoff_s=0.01, max_abandoned=1)
+    calls = []
+    worker = PoseWorker(
+        backend, BatchConfig(max_size=1, deadline_ms=0), faults=faults, factory=lambda: calls.append(1) or backend
+    ).start()
+    worker.register("a", KeypointTimeline())
+    stop = threading.Event()
+    feed(worker, "a", jpeg720, stop)
+    try:
+        backend.mode = "hang"
+        assert wait_until(lambda: worker.snapshot()["hangs"] == 1)
+        # One hung thread is the bound: no rebuild (no further threads) until it comes back.
+        assert not wait_until(lambda: calls, timeout=0.6)
+        assert worker.snapshot()["abandoned_calls"] == 1 and worker.health()[0] == "restarting"
+        backend.mode = "ok"
+        backend.release_hang.set()
+        assert wait_until(lambda: worker.health()[0] == "ok")
+        assert calls == [1]
+    finally:
+        stop.set()
+        backend.release_hang.set()
+        worker.stop()
+
+
+def test_out_of_memory_halves_the_batch_and_it_grows_back(jpeg720):
+    backend = FaultyBackend()
+    backend.oom_above = 2  # a "GPU" that fits two frames
+    faults = FaultPolicy(grow_after=3)
+    worker = PoseWorker(backend, BatchConfig(max_size=8, deadline_ms=50), faults=faults)
+    tls = {c: KeypointTimeline() for c in "abcdefgh"}
+    for c, tl in tls.items():
+        worker.register(c, tl)
+        worker.submit(c, frame(1, jpeg720))
+    worker.start()
+    try:
+        # 8 -> OOM -> halves of 4 -> OOM -> 2 + 2 ...: every client still gets its pose.
+        assert wait_until(lambda: all(len(tl) == 1 for tl in tls.values()))
+        snap = worker.snapshot()
+        assert snap["ooms"] == 3 and snap["batch_cap"] == 2 and snap["pose_state"] == "ok" and snap["errors"] == 0
+        assert all(len(b) <= 2 for b in backend.batches if b[0] != "oom")
+        backend.oom_above = None  # memory is free again: the cap climbs back one step per 3 good batches
+        for i in range(2, 40):
+            for c in tls:
+                worker.submit(c, frame(i, jpeg720))
+            assert wait_until(lambda i=i: all(tl.at(i * 33.0).source == "own" for tl in tls.values()))
+            if worker.snapshot()["batch_cap"] == 8:
+                break
+        assert worker.snapshot()["batch_cap"] == 8
+        assert max(len(b) for b in backend.batches[-3:]) > 2
+    finally:
+        worker.stop()
+
+
+def test_out_of_memory_on_a_single_frame_is_a_failure_not_a_loop(jpeg720):
+    backend = FaultyBackend()
+    backend.oom_above = 0
+    worker = PoseWorker(backend, BatchConfig(max_size=1), faults=FAST_FAULTS).start()
+    worker.register("a", KeypointTimeline())
+    worker.submit("a", frame(1, jpeg720))
+    try:
+        assert wait_until(lambda: worker.stats.errors == 1)
+        assert worker.alive and worker.snapshot()["batch_cap"] == 1
+    finally:
+        worker.stop()
+
+
+def test_torch_cuda_oom_is_recognised_without_a_gpu():
+    from smartcloset.pose.worker import is_out_of_memory
+
+    torch = pytest.importorskip("torch")
+    assert is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"))
+    assert is_out_of_memory(InjectedOOM()) and not is_out_of_memory(RuntimeError("other"))

@@ -29,11 +29,16 @@ class Pipeline:
 
     @classmethod
     def start(cls, config: ServerConfig, backend: PoseBackend | None = None) -> Pipeline:
+        factory = None  # rebuilds the backend when the worker restarts it (a test's instance is reused)
         if backend is None:
             options = {"compile": True} if config.pose_compile and config.pose_backend.startswith("rtmpose") else {}
-            backend = create_backend(
-                config.pose_backend, device=config.pose_device, segmentation=config.segmentation, **options
-            )
+
+            def factory() -> PoseBackend:
+                return create_backend(
+                    config.pose_backend, device=config.pose_device, segmentation=config.segmentation, **options
+                )
+
+            backend = factory()
         limits = ImageLimits(
             max_bytes=config.max_frame_bytes,
             max_width=config.max_frame_width,
@@ -41,7 +46,7 @@ class Pipeline:
             max_pixels=config.max_frame_width * config.max_frame_height,
         )
         batch = BatchConfig(config.batch_max, config.batch_deadline_ms, tuple(config.inference_size))
-        worker = PoseWorker(backend, batch, limits).start()
+        worker = PoseWorker(backend, batch, limits, factory=factory).start()
         closet = Closet(config.closet_dir)
         log.info("closet: %d garments (%s)", len(closet.list()), closet.user_dir)
         return cls(config, worker, closet, limits)

@@ -68,7 +68,7 @@ class Session:
         self.frames: NewestSlot[ClientFrame] = NewestSlot(self._cond)
         self._texts: deque[str] = deque(maxlen=MAX_TEXTS)
         self._closing: tuple[int, str] | None = None
-        self.sender = FrameSender(ws)
+        self.sender = FrameSender(ws, cfg.send_timeout_s)
         self.inbox = bound_inbox(ws, INBOX_LIMIT)
         self.look = [g for g in cfg.default_garments if g in pipeline.closet]
         self.jpeg_quality = cfg.jpeg_quality
@@ -229,11 +229,16 @@ class Session:
 
     def _send_loop(self) -> None:
         next_stats = time.monotonic() + self.pipeline.config.stats_interval_s
+        pose_health = ("ok", "")  # what this client was last told about the pose model
         try:
             while True:
                 texts, frame, stopping = self._next(0.25)
                 for text in texts:
                     self.sender.send(text)
+                health = self.pipeline.worker.health()
+                if health != pose_health:  # pose down or back: frames go on, say why they are bare
+                    pose_health = health
+                    self.sender.send(json.dumps({"type": "status", "pose": health[0], "message": health[1]}))
                 if frame is not None:
                     self._render_and_send(frame)
                 if time.monotonic() >= next_stats:
