@@ -36,6 +36,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         batch_deadline_ms=args.batch_deadline_ms,
         inference_size=args.inference_size,
         max_clients=args.max_clients,
+        max_clients_per_address=args.max_clients_per_address,
+        allowed_origins=args.allow_origin or [],
+        access_token=args.token,
+        send_timeout_s=args.send_timeout,
         pose_wait_ms=args.pose_wait_ms,
         closet_dir=args.closet,
         segmentation=args.segmentation,
@@ -179,7 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-max", type=int, default=8, help="frames per pose batch")
     s.add_argument("--batch-deadline-ms", type=float, default=4.0, help="wait for other clients' frames")
     s.add_argument("--inference-size", type=_size, default=(640, 360), help="pose input size WxH")
-    s.add_argument("--max-clients", type=int, default=32)
+    s.add_argument("--max-clients", type=int, default=32, help="WebSocket clients in total")
+    s.add_argument("--max-clients-per-address", type=int, default=8, help="WebSocket clients per address (0: any)")
+    s.add_argument(
+        "--allow-origin", action="append", metavar="ORIGIN", help="another browser origin allowed (repeatable)"
+    )
+    s.add_argument("--token", help="access token to require (default: none on loopback, else a generated one)")
+    s.add_argument("--send-timeout", type=float, default=10.0, help="disconnect a client not reading for this long")
     s.add_argument("--pose-wait-ms", type=float, default=0.0, help="wait this long for a frame's own pose")
     s.add_argument("--garment", action="append", help="garment(s) worn by default (repeatable)")
     s.add_argument("--closet", help="closet folder (default: the user data dir)")

@@ -18,7 +18,19 @@ class ServerConfig:
     # BlazePose's person mask, passed to the renderer with the keypoints. Off until a renderer
     # uses it (arm occlusion): on one 40 FPS client it costs ~12 % of the pose rate here.
     segmentation: bool = False
-    max_clients: int = 32
+    max_clients: int = 32  # WebSockets in total; past it a new one is closed with 1013 and why
+    # WebSockets from one peer address (0: no limit). The peer is the socket's address (a
+    # forwarded-for header is not trusted): behind a reverse proxy every client shares one, so
+    # raise it or set 0 there.
+    max_clients_per_address: int = 8
+    # Browser origins allowed on /ws and on the API's changing requests besides the page's own
+    # (an Origin equal to the request's Host), e.g. "https://mirror.example". Requests without
+    # an Origin header (not a browser: bench, scripts) are not checked - the attack is in browsers.
+    allowed_origins: list[str] = field(default_factory=list)
+    # Required (query ``token=``, ``Authorization: Bearer``, ``X-Smart-Closet-Token``) when set;
+    # on a non-loopback host one is generated at start when none is given (server/security.py).
+    access_token: str | None = None
+    send_timeout_s: float = 10.0  # a reader that takes no bytes this long is disconnected
     max_message_bytes: int = 8 * 1024 * 1024  # transport limit: bigger closes the socket (1009)
     max_frame_bytes: int = 4 * 1024 * 1024  # a frame bigger than this is refused, stream goes on
     max_frame_width: int = 3840

@@ -39,8 +39,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["smartcloset"] = pipeline
     atexit.register(pipeline.stop)
 
-    from . import api, pages, ws
+    from . import api, pages, security, ws
 
+    security.init_app(app, pipeline.config)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(ws.bp)

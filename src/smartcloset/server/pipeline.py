@@ -25,6 +25,7 @@ class Pipeline:
     _annotators: dict[str, GarmentAnnotator] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _clients: int = 0
+    _per_address: dict[str, int] = field(default_factory=dict)  # open WebSockets per peer address
     sessions: set = field(default_factory=set)  # live Session objects, for a clean shutdown
 
     @classmethod
@@ -60,16 +61,31 @@ class Pipeline:
                 self._annotators[garment_id] = ann
             return ann
 
-    def try_admit(self) -> bool:
-        with self._lock:
-            if self._clients >= self.config.max_clients:
-                return False
-            self._clients += 1
-            return True
+    def try_admit(self, address: str = "?") -> str | None:
+        """Take a WebSocket slot for a client at ``address``: None when admitted, else why not.
 
-    def leave(self) -> None:
+        Both limits are checked and taken under one lock, so concurrent handshakes can never
+        overshoot; every admitted client must ``leave(address)`` exactly once.
+        """
+        cfg = self.config
+        with self._lock:
+            if self._clients >= cfg.max_clients:
+                return f"server full: {cfg.max_clients} clients connected, try again later"
+            mine = self._per_address.get(address, 0)
+            if cfg.max_clients_per_address and mine >= cfg.max_clients_per_address:
+                return f"too many connections from your address ({mine}, at most {cfg.max_clients_per_address})"
+            self._clients += 1
+            self._per_address[address] = mine + 1
+            return None
+
+    def leave(self, address: str = "?") -> None:
         with self._lock:
             self._clients -= 1
+            left = self._per_address.get(address, 0) - 1
+            if left > 0:
+                self._per_address[address] = left
+            else:
+                self._per_address.pop(address, None)
 
     @property
     def clients(self) -> int:

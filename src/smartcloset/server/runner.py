@@ -35,12 +35,18 @@ class _Gunicorn(BaseApplication):
 
 
 def serve(config: ServerConfig, log_level: str = "info") -> None:
+    from .security import ensure_token
+
+    ensure_token(config)  # here, before the fork: generated once, logged once, given to the worker
     overrides = config.to_dict()
     options = {
         "bind": f"{config.host}:{config.port}",
         "workers": 1,
         "worker_class": "gthread",
-        # Each WebSocket holds a thread for its lifetime; leave some for HTTP requests.
+        # Each WebSocket holds a thread for its lifetime, and admission (ws.py) stops at
+        # max_clients of them, so these 8 are always left for the page, the API and for
+        # refusing the connections past the limits (a refusal holds a thread only for the close
+        # handshake). A gthread connection waits in the worker's queue while all are busy.
         "threads": config.max_clients + 8,
         "timeout": 60,
         "graceful_timeout": 5,

@@ -1,12 +1,15 @@
 """Making simple-websocket (under flask-sock) fit a live video stream.
 
-Three things it does not do by itself, each measured or reported:
+Four things it does not do by itself, each measured or reported:
 
 * It accepts the browser's permessage-deflate. On JPEG that costs ~2.3 ms per frame to save
   <1 %; ``DeclineCompression`` strips the offer from the handshake, so none is negotiated.
 * Its ``send`` calls ``socket.send`` (its issue #45): a big message can go out partially.
   ``FrameSender`` encodes with the connection's own wsproto state and uses ``sendall``,
   under a lock - and the session sends from one thread only.
+* Its ``send`` blocks for as long as the peer takes no bytes: a client that stops reading would
+  hold the sending thread (and its socket) forever. ``FrameSender`` cuts off a peer that takes
+  no bytes for ``timeout_s``.
 * Its receive queue is an unbounded list filled by a reader thread. ``bound_inbox`` swaps in a
   ``BoundedInbox``: past ``limit`` waiting messages the oldest is dropped and counted, so a
   client flooding faster than we read costs a few frames of memory, never more.
@@ -14,11 +17,16 @@ Three things it does not do by itself, each measured or reported:
 
 from __future__ import annotations
 
+import logging
+import select
+import socket
 import threading
 from collections import deque
 
 from simple_websocket import ConnectionClosed
 from wsproto.events import BytesMessage, TextMessage
+
+log = logging.getLogger(__name__)
 
 
 class DeclineCompression:
@@ -77,12 +85,19 @@ def bound_inbox(ws, limit: int) -> BoundedInbox:
 
 
 class FrameSender:
-    """Sends whole messages on a simple-websocket connection with ``sendall``."""
+    """Sends whole messages on a simple-websocket connection with ``sendall``.
 
-    def __init__(self, ws) -> None:
+    With ``timeout_s``, a peer that takes no bytes for that long (its receive window stays
+    full: it stopped reading) is disconnected rather than waited for: the session's thread and
+    socket are freed, and the kernel's send buffer is the most that is ever held for it.
+    """
+
+    def __init__(self, ws, timeout_s: float | None = None) -> None:
         self.ws = ws
+        self.timeout_s = timeout_s if timeout_s and hasattr(socket, "MSG_DONTWAIT") else None
         self._lock = threading.Lock()
         self.bytes_sent = 0
+        self.stalled = False  # cut off for not reading
 
     def send(self, data: bytes | str) -> None:
         ws = self.ws
@@ -92,8 +107,33 @@ class FrameSender:
         with self._lock:
             out = ws.ws.send(event)
             try:
-                ws.sock.sendall(out)
+                if self.timeout_s is None:
+                    ws.sock.sendall(out)
+                else:
+                    self._send_within(out)
             except OSError:
                 ws.connected = False
                 raise ConnectionClosed(ws.close_reason, ws.close_message) from None
             self.bytes_sent += len(out)
+
+    def _send_within(self, out: bytes) -> None:
+        sock = self.ws.sock
+        view = memoryview(out)
+        poller = None
+        while view:
+            try:
+                view = view[sock.send(view, socket.MSG_DONTWAIT) :]
+                continue
+            except BlockingIOError:
+                pass
+            if poller is None:
+                poller = select.poll()  # not select(): descriptors may be past 1024
+                poller.register(sock, select.POLLOUT)
+            if not poller.poll(self.timeout_s * 1000):
+                self.stalled = True
+                log.info("peer took no bytes for %.0f s (not reading): disconnected", self.timeout_s)
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # its reader thread sees the end too
+                except OSError:
+                    pass
+                raise TimeoutError("peer stopped reading")
