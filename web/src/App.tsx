@@ -2,6 +2,7 @@ import { useCallback, useEffect, useRef, useState } from "react";
 
 import { cameraErrorMessage, listCameras, openCamera, RESOLUTIONS } from "./camera";
 import { FrameCapture } from "./capture";
+import { apiFetch, withToken } from "./auth";
 import { AddGarment } from "./components/AddGarment";
 import { CameraControls, type CameraSettings } from "./components/CameraControls";
 import { ClosetPanel } from "./components/ClosetPanel";
@@ -15,7 +16,7 @@ const CLIP_SECONDS = 6;
 const JPEG_QUALITY = 0.8;
 
 function socketUrl(): string {
-  return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+  return withToken(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
 }
 
 declare global {
@@ -38,7 +39,7 @@ export function App() {
   const [cameras, setCameras] = useState<MediaDeviceInfo[]>([]);
   const [settings, setSettings] = useState<CameraSettings>({ deviceId: "", resolution: 0, targetFps: 30, maxInFlight: 2 });
   const [stream, setStream] = useState<MediaStream | null>(null);
-  const [connection, setConnection] = useState<{ status: ConnectionStatus; retryInMs?: number }>({ status: "connecting" });
+  const [connection, setConnection] = useState<{ status: ConnectionStatus; retryInMs?: number; refusal?: string }>({ status: "connecting" });
   const [cameraError, setCameraError] = useState<string | null>(null);
   const [serverError, setServerError] = useState<string | null>(null);
   const [hasPicture, setHasPicture] = useState(false);
@@ -55,7 +56,7 @@ export function App() {
   // The closet, and the server's default look (kept when the closet is reloaded).
   const loadCloset = useCallback(
     (keepLook: boolean) =>
-      fetch("/api/garments")
+      apiFetch("/api/garments")
         .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`HTTP ${r.status}`))))
         .then((data: { garments: GarmentInfo[]; default: string[] }) => {
           setGarments(data.garments);
@@ -74,8 +75,8 @@ export function App() {
   // The socket: draws every reply (newest wins), reconnects on its own.
   useEffect(() => {
     const conn = new MirrorConnection(socketUrl(), {
-      onStatus: (status, retryInMs) => {
-        setConnection({ status, retryInMs });
+      onStatus: (status, retryInMs, refusal) => {
+        setConnection({ status, retryInMs, refusal });
         if (status === "open") {
           setServerError(null);
           conn.sendText(selectMessage(lookIds(lookRef.current)));
@@ -197,9 +198,12 @@ export function App() {
       .finally(() => setRecording(false));
   };
 
+  const retryIn = `${Math.ceil((connection.retryInMs ?? 0) / 1000)} s`;
   const serverMessage =
     connection.status === "closed"
-      ? `The server is unreachable. Reconnecting in ${Math.ceil((connection.retryInMs ?? 0) / 1000)} s…`
+      ? connection.refusal
+        ? `The server refused the connection: ${connection.refusal}. Trying again in ${retryIn}…`
+        : `The server is unreachable. Reconnecting in ${retryIn}…`
       : connection.status === "connecting"
         ? "Connecting to the server…"
         : null;

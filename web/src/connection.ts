@@ -7,7 +7,8 @@ import { RateWindow, Samples } from "./stats";
 export type ConnectionStatus = "connecting" | "open" | "closed";
 
 export interface ConnectionEvents {
-  onStatus(status: ConnectionStatus, retryInMs?: number): void;
+  /** `refusal`: why the server closed or refused the socket, when it said (limits, policy). */
+  onStatus(status: ConnectionStatus, retryInMs?: number, refusal?: string): void;
   onFrame(header: ReplyHeader, jpeg: Uint8Array): void;
   onMessage(message: ServerMessage): void;
 }
@@ -38,6 +39,13 @@ type SocketLike = Pick<WebSocket, "send" | "close" | "readyState" | "bufferedAmo
 export function backoffDelay(attempt: number, initialMs: number, maxMs: number, random = Math.random): number {
   const base = Math.min(maxMs, initialMs * 2 ** attempt);
   return Math.round(base * (0.75 + 0.5 * random())); // jitter: mirrors restarting together do not stampede
+}
+
+/** The server's reason for closing, for the codes it uses to refuse or end a session
+ *  (1008 policy, 1009 too big, 1011 server error, 1013 full: try again later). */
+export function refusalOf(ev: Pick<CloseEvent, "code" | "reason"> | undefined): string | undefined {
+  if (!ev || ![1008, 1009, 1011, 1013].includes(ev.code)) return undefined;
+  return ev.reason || undefined;
 }
 
 export class MirrorConnection {
@@ -122,13 +130,13 @@ export class MirrorConnection {
       this.events.onStatus("open");
     };
     socket.onmessage = (ev: MessageEvent) => this.handle(ev.data);
-    socket.onclose = () => {
+    socket.onclose = (ev: CloseEvent) => {
       if (this.socket !== socket) return;
       this.socket = null;
       this.inFlight.clear();
       if (this.closed) return;
       const delay = backoffDelay(this.attempt++, this.options.backoffInitialMs, this.options.backoffMaxMs);
-      this.events.onStatus("closed", delay);
+      this.events.onStatus("closed", delay, refusalOf(ev));
       this.retryTimer = setTimeout(() => this.open(), delay);
     };
     socket.onerror = () => undefined; // onclose follows and schedules the retry

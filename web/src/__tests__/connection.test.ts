@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
-import { backoffDelay, type ConnectionStatus, MirrorConnection } from "../connection";
+import { backoffDelay, type ConnectionStatus, MirrorConnection, refusalOf } from "../connection";
 import { REPLY_HEADER_BYTES } from "../protocol";
 
 class FakeSocket {
@@ -30,6 +30,10 @@ class FakeSocket {
   drop() {
     this.readyState = 3;
     this.onclose?.({} as CloseEvent);
+  }
+  refuse(code: number, reason: string) {
+    this.readyState = 3;
+    this.onclose?.({ code, reason } as CloseEvent);
   }
   reply(frameId: number, captureMs: number) {
     const buf = new ArrayBuffer(REPLY_HEADER_BYTES + 1);
@@ -130,6 +134,21 @@ describe("MirrorConnection", () => {
     expect(statuses.at(-1)![1]!).toBeLessThanOrEqual(first * 1.5);
   });
 
+  it("passes the server's refusal reason on, and retries later", () => {
+    const refusals: Array<string | undefined> = [];
+    new MirrorConnection(
+      "ws://x/ws",
+      { onStatus: (_s, _r, why) => refusals.push(why), onFrame: () => undefined, onMessage: () => undefined },
+      {},
+      (u) => new FakeSocket(u),
+    );
+    FakeSocket.all.at(-1)!.refuse(1013, "server full: 32 clients connected, try again later");
+    expect(refusals.at(-1)).toBe("server full: 32 clients connected, try again later");
+    vi.advanceTimersByTime(10_000);
+    FakeSocket.all.at(-1)!.drop(); // a plain drop (1006, no reason) is "unreachable", not a refusal
+    expect(refusals.at(-1)).toBeUndefined();
+  });
+
   it("stops reconnecting once closed by the page", () => {
     const { conn } = setup();
     conn.close();
@@ -144,5 +163,15 @@ describe("backoffDelay", () => {
     expect([0, 1, 2, 3, 10].map((a) => backoffDelay(a, 500, 8000, mid))).toEqual([500, 1000, 2000, 4000, 8000]);
     expect(backoffDelay(0, 500, 8000, () => 0)).toBe(375);
     expect(backoffDelay(0, 500, 8000, () => 1)).toBe(625);
+  });
+});
+
+describe("refusalOf", () => {
+  it("reads the reason only for the server's refusal codes", () => {
+    expect(refusalOf({ code: 1008, reason: "too many bad messages (50)" })).toBe("too many bad messages (50)");
+    expect(refusalOf({ code: 1013, reason: "" })).toBeUndefined();
+    expect(refusalOf({ code: 1000, reason: "bye" })).toBeUndefined();
+    expect(refusalOf({ code: 1006, reason: "" })).toBeUndefined();
+    expect(refusalOf(undefined)).toBeUndefined();
   });
 });

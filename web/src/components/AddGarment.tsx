@@ -1,5 +1,6 @@
 import { useEffect, useRef, useState } from "react";
 
+import { apiFetch } from "../auth";
 import type { GarmentInfo } from "../look";
 
 type Anchors = Record<string, [number, number]>;
@@ -42,7 +43,7 @@ export function AddGarment({ onChanged }: { onChanged(): void }) {
     setBusy(true);
     setError(null);
     try {
-      const resp = await fetch("/api/garments", { method: "POST", body });
+      const resp = await apiFetch("/api/garments", { method: "POST", body });
       if (!resp.ok) return setError(await errorOf(resp));
       setGarment((await resp.json()) as Uploaded);
       onChanged();
@@ -55,7 +56,7 @@ export function AddGarment({ onChanged }: { onChanged(): void }) {
 
   const save = async (anchors: Anchors) => {
     if (!garment) return;
-    const resp = await fetch(`/api/garments/${garment.id}/anchors`, {
+    const resp = await apiFetch(`/api/garments/${garment.id}/anchors`, {
       method: "PUT",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ anchors }),
@@ -67,7 +68,7 @@ export function AddGarment({ onChanged }: { onChanged(): void }) {
 
   const discard = async () => {
     if (!garment) return;
-    await fetch(`/api/garments/${garment.id}`, { method: "DELETE" });
+    await apiFetch(`/api/garments/${garment.id}`, { method: "DELETE" });
     setGarment(null);
     onChanged();
   };
