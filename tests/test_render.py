@@ -11,6 +11,7 @@ import pytest
 
 from smartcloset.closet.garment import GarmentError, load_garment
 from smartcloset.closet.store import STARTER_DIR, Closet
+from smartcloset.pose.simulate import standing_keypoints
 from smartcloset.pose.timeline import TimedKeypoints
 from smartcloset.pose.types import KP
 from smartcloset.render.annotators import GarmentAnnotator, SkeletonAnnotator, render_frame
@@ -22,33 +23,6 @@ from smartcloset.render.warp import warp_mesh
 @pytest.fixture(scope="module")
 def garment():
     return load_garment(STARTER_DIR / "tshirt-navy.json")
-
-
-def standing_keypoints(scale: float = 1.0, dx: float = 0.0) -> np.ndarray:
-    """A frontal person in a 1280x720 frame (their left on the image's right)."""
-    pts = {
-        "nose": (640, 140),
-        "left_eye": (650, 130),
-        "right_eye": (630, 130),
-        "left_ear": (660, 135),
-        "right_ear": (620, 135),
-        "left_shoulder": (710, 220),
-        "right_shoulder": (570, 220),
-        "left_elbow": (740, 330),
-        "right_elbow": (540, 330),
-        "left_wrist": (750, 430),
-        "right_wrist": (530, 430),
-        "left_hip": (690, 440),
-        "right_hip": (590, 440),
-        "left_knee": (690, 570),
-        "right_knee": (590, 570),
-        "left_ankle": (690, 700),
-        "right_ankle": (590, 700),
-    }
-    kp = np.zeros((17, 3), np.float32)
-    for name, (x, y) in pts.items():
-        kp[KP[name]] = (640 + (x - 640) * scale + dx, 360 + (y - 360) * scale, 1.0)
-    return kp
 
 
 # -- format ----------------------------------------------------------------------------------

@@ -13,9 +13,36 @@ import numpy as np
 
 from .filter import OneEuroFilter, OneEuroParams
 from .timeline import KeypointTimeline, TimelineParams
-from .types import FramePose, Person
+from .types import KP, FramePose, Person
 
 FRAME_HEIGHT = 720
+
+
+def standing_keypoints(scale: float = 1.0, dx: float = 0.0) -> np.ndarray:
+    """A frontal person in a 1280x720 frame (their left on the image's right)."""
+    pts = {
+        "nose": (640, 140),
+        "left_eye": (650, 130),
+        "right_eye": (630, 130),
+        "left_ear": (660, 135),
+        "right_ear": (620, 135),
+        "left_shoulder": (710, 220),
+        "right_shoulder": (570, 220),
+        "left_elbow": (740, 330),
+        "right_elbow": (540, 330),
+        "left_wrist": (750, 430),
+        "right_wrist": (530, 430),
+        "left_hip": (690, 440),
+        "right_hip": (590, 440),
+        "left_knee": (690, 570),
+        "right_knee": (590, 570),
+        "left_ankle": (690, 700),
+        "right_ankle": (590, 700),
+    }
+    kp = np.zeros((17, 3), np.float32)
+    for name, (x, y) in pts.items():
+        kp[KP[name]] = (640 + (x - 640) * scale + dx, 360 + (y - 360) * scale, 1.0)
+    return kp
 
 
 def pose_at(xy) -> FramePose:

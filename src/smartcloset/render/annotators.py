@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import cv2
@@ -26,6 +27,15 @@ from .warp import warp_mesh
 
 class Annotator(Protocol):
     def annotate(self, frame: np.ndarray, pose: TimedKeypoints) -> np.ndarray: ...
+
+
+@dataclass
+class Placement:
+    """A garment's mesh on one body: texture level, source vertices at that level, frame vertices."""
+
+    level: int
+    src: np.ndarray  # (N, 2) texture pixels of pyramid level ``level``
+    dst: np.ndarray  # (N, 2) frame pixels
 
 
 class GarmentAnnotator:
@@ -49,6 +59,28 @@ class GarmentAnnotator:
         self._root = ("left_hip", "right_hip") if garment.category == "bottom" else ("left_shoulder", "right_shoulder")
         self._root_width = float(np.linalg.norm(a[self._root[0]] - a[self._root[1]]))
 
+    @property
+    def layers(self) -> list[tuple[str, np.ndarray]]:
+        """(kind, triangles) per drawing layer, bottom first."""
+        return self._layers
+
+    @property
+    def pyramid(self) -> list[np.ndarray]:
+        """The premultiplied BGRA texture, full size first, each level half the one before."""
+        return self._pyramid
+
+    def placement(self, keypoints: np.ndarray) -> Placement | None:
+        """Where the mesh lands on this body, and which pyramid level to sample: the geometry the
+        CPU and the batched (GPU) renderers share. None when the garment's root is not seen."""
+        body = body_frame(keypoints, self.mesh)
+        if body is None:
+            return None
+        dst = skin(self.mesh, body)
+        pair = body.hips if self.garment.category == "bottom" else body.shoulders
+        scale = np.linalg.norm(pair[0] - pair[1]) / self._root_width
+        level = int(np.clip(math.floor(math.log2(1.0 / max(scale, 1e-3))), 0, len(self._pyramid) - 1))
+        return Placement(level, self.mesh.vertices / (2**level), dst)
+
     def annotate(self, frame: np.ndarray, pose: TimedKeypoints) -> np.ndarray:
         """The whole garment, unshaded, with no arm in front: the simplest use."""
         return self.draw(frame, pose)
@@ -63,19 +95,14 @@ class GarmentAnnotator:
         """Draw the layers of these kinds; with ``shading`` (of the camera frame), shaded by it."""
         if pose.keypoints is None:
             return frame
-        body = body_frame(pose.keypoints, self.mesh)
-        if body is None:
+        place = self.placement(pose.keypoints)
+        if place is None:
             return frame
-        dst = skin(self.mesh, body)
-        pair = body.hips if self.garment.category == "bottom" else body.shoulders
-        scale = np.linalg.norm(pair[0] - pair[1]) / self._root_width
-        level = int(np.clip(math.floor(math.log2(1.0 / max(scale, 1e-3))), 0, len(self._pyramid) - 1))
-        texture = self._pyramid[level]
-        src = self.mesh.vertices / (2**level)
+        texture = self._pyramid[place.level]
         for kind, triangles in self._layers:
             if kind not in kinds:
                 continue
-            out = warp_mesh(texture, src, triangles, dst, (frame.shape[1], frame.shape[0]))
+            out = warp_mesh(texture, place.src, triangles, place.dst, (frame.shape[1], frame.shape[0]))
             if out is None:
                 continue
             patch, (x0, y0) = out

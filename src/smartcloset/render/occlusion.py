@@ -18,15 +18,13 @@ FOREARM_WIDTH = 0.24
 HAND_LENGTH = 0.45  # x forearm length, beyond the wrist
 
 
-def arm_mask(
-    keypoints: np.ndarray, shape: tuple[int, int], person_mask: np.ndarray | None = None
-) -> tuple[np.ndarray, tuple[int, int]] | None:
-    """The arms' mask over their bounding box only: ``(mask, (x0, y0))``, 255 = arm; None if no
-    forearm is seen. ``shape`` is the frame's (h, w); ``person_mask`` is at any resolution."""
+def arm_segments(keypoints: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """The capsules (start, end, width in px) of the confidently seen forearms and hands; the
+    geometry both the CPU mask and the batched renderer draw."""
     kp = keypoints
     ls, rs = KP["left_shoulder"], KP["right_shoulder"]
     if min(kp[ls, 2], kp[rs, 2]) < ARM_SCORE:
-        return None
+        return []
     shoulder_w = float(np.linalg.norm(kp[ls, :2] - kp[rs, :2]))
     segments = []
     for side in ("left", "right"):
@@ -34,6 +32,15 @@ def arm_mask(
         if e[2] >= ARM_SCORE and w[2] >= ARM_SCORE:
             hand = w[:2] + (w[:2] - e[:2]) * HAND_LENGTH
             segments += [(e[:2], w[:2], FOREARM_WIDTH * shoulder_w), (w[:2], hand, FOREARM_WIDTH * 1.1 * shoulder_w)]
+    return segments
+
+
+def arm_mask(
+    keypoints: np.ndarray, shape: tuple[int, int], person_mask: np.ndarray | None = None
+) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """The arms' mask over their bounding box only: ``(mask, (x0, y0))``, 255 = arm; None if no
+    forearm is seen. ``shape`` is the frame's (h, w); ``person_mask`` is at any resolution."""
+    segments = arm_segments(keypoints)
     if not segments:
         return None
     h, w_ = shape

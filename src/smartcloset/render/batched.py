@@ -1,0 +1,289 @@
+"""The look drawn for a whole batch of frames at once, in PyTorch - the server's GPU renderer.
+
+The same picture as the CPU renderer (``LookAnnotator``), from the same geometry
+(``GarmentAnnotator.placement``, ``occlusion.arm_segments``), with every per-pixel step done on
+the frames' device for all frames of the batch together:
+
+* **warp**: each mesh layer is rasterised on a grid ``map_step`` times coarser than the frame,
+  every triangle of every frame in one go - each triangle tests the coarse pixels of a small
+  window over its bounding box (barycentric inside test) and scatters its inverse-affine source
+  coordinates into the layer's map; the map is upsampled bilinearly (coarse point j at full
+  pixel j * step, as the CPU warp does) and the garment texture is sampled with ``grid_sample``
+  - one call per texture for every frame that wears it;
+* **shading**: the frame's fine luminance detail at quarter resolution (area downscale, two
+  Gaussian blurs with OpenCV's kernel sizes and border), upsampled;
+* **arms in front**: the forearm capsules as distance fields with a one-pixel soft edge, the
+  camera pixels blended back between a garment's body and its sleeves;
+* **composite**: premultiplied "over", in float, rounded once at the end.
+
+Layers are drawn in the CPU renderer's order per frame; frames advance through their steps in
+lockstep, so step k of every frame is one batched operation. Everything works on any torch
+device; the CPU build runs it in the tests, which compare it with the CPU renderer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..pose.timeline import TimedKeypoints
+from .annotators import GarmentAnnotator
+from .occlusion import arm_segments
+from .shading import LIMITS, STRENGTH
+from .warp import _OUTSIDE, _inverse_affines
+
+MAX_WINDOW_ELEMENTS = 1 << 24  # triangles x window pixels per rasterisation chunk (memory bound)
+MAX_SEGMENTS = 4  # forearm + hand, per side
+
+
+@dataclass
+class _Warp:
+    frame: int
+    annotator: GarmentAnnotator
+    level: int
+    src: np.ndarray
+    dst: np.ndarray
+    triangles: np.ndarray
+
+
+_RESTORE = "restore"
+
+
+def _gaussian_kernel(sigma: float, device) -> torch.Tensor:
+    """OpenCV's kernel for float images: size round(8 sigma + 1) | 1, normalised."""
+    k = int(round(sigma * 8 + 1)) | 1
+    x = torch.arange(k, dtype=torch.float32, device=device) - (k - 1) / 2
+    w = torch.exp(-(x * x) / (2 * sigma * sigma))
+    return w / w.sum()
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian of (B, 1, H, W) with a mirrored border (OpenCV's BORDER_REFLECT_101)."""
+    k = _gaussian_kernel(sigma, x.device)
+    p = len(k) // 2
+    h, w = x.shape[-2:]
+    mode = "reflect" if p < min(h, w) else "replicate"
+    x = F.conv2d(F.pad(x, (p, p, 0, 0), mode=mode), k.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(x, (0, 0, p, p), mode=mode), k.view(1, 1, -1, 1))
+
+
+class BatchRenderer:
+    """Renders looks onto a batch of RGB frames on one torch device."""
+
+    def __init__(self, device: str | torch.device = "cpu", map_step: int = 2, occlusion=True, shading=True) -> None:
+        self.device = torch.device(device)
+        self.map_step = max(1, int(map_step))
+        self.occlusion = occlusion
+        self.shading = shading
+        self._textures: dict[tuple[int, int], torch.Tensor] = {}
+
+    # -- textures ---------------------------------------------------------------------------
+    def texture(self, annotator: GarmentAnnotator, level: int) -> torch.Tensor:
+        """(1, 4, h, w) float32 premultiplied RGBA of a pyramid level, uploaded once."""
+        key = (id(annotator), level)
+        tex = self._textures.get(key)
+        if tex is None:
+            bgra = annotator.pyramid[level]
+            rgba = np.ascontiguousarray(bgra[..., [2, 1, 0, 3]])
+            tex = torch.from_numpy(rgba).to(self.device).permute(2, 0, 1)[None].float()
+            if len(self._textures) > 256:  # garments come and go; keep the cache bounded
+                self._textures.clear()
+            self._textures[key] = tex
+        return tex
+
+    # -- the batch ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def render(
+        self,
+        frames: torch.Tensor,
+        poses: Sequence[TimedKeypoints],
+        looks: Sequence[Sequence[GarmentAnnotator]],
+    ) -> torch.Tensor:
+        """``frames`` (B, 3, H, W) uint8 RGB on this device; a look per frame, bottom layer first.
+        Returns the rendered frames, (B, 3, H, W) uint8."""
+        b, _, h, w = frames.shape
+        steps: list[list] = []
+        segments: list[list] = []
+        for f in range(b):
+            kp = poses[f].keypoints
+            plan: list = []
+            segs = arm_segments(kp) if (kp is not None and self.occlusion) else []
+            if kp is not None:
+                for g in looks[f]:
+                    place = g.placement(kp)
+                    if place is None:
+                        continue
+                    warp = lambda tris: _Warp(f, g, place.level, place.src, place.dst, tris)  # noqa: E731, B023
+                    plan += [warp(t) for kind, t in g.layers if kind == "body"]
+                    if segs:
+                        plan.append(_RESTORE)
+                    plan += [warp(t) for kind, t in g.layers if kind == "sleeve"]
+            steps.append(plan)
+            segments.append(segs)
+        if not any(steps):
+            return frames
+        canvas = frames.float()
+        factor = self._shading(frames) if self.shading else None
+        arms = self._arms(segments, (h, w), poses) if any(segments) else None
+        for k in range(max(len(p) for p in steps)):
+            jobs = [p[k] for p in steps if k < len(p)]
+            restore = [f for f, p in enumerate(steps) if k < len(p) and p[k] is _RESTORE]
+            if restore and arms is not None:
+                idx = torch.tensor(restore, device=self.device)
+                m = arms[idx]
+                canvas[idx] = canvas[idx] * (1 - m) + frames[idx].float() * m
+            warps = [j for j in jobs if isinstance(j, _Warp)]
+            if warps:
+                self._draw(canvas, warps, factor)
+        return canvas.round_().clamp_(0, 255).to(torch.uint8)
+
+    # -- shading -------------------------------------------------------------------------------
+    def _shading(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) factor multiplying the garment's colour, from the frame's fine detail."""
+        _, _, h, w = frames.shape
+        small = F.interpolate(frames.float(), size=(max(1, h // 4), max(1, w // 4)), mode="area")
+        lum = (0.299 * small[:, 0:1] + 0.587 * small[:, 1:2] + 0.114 * small[:, 2:3]) + 8.0
+        detail = _blur(lum, 1.0) / _blur(lum, 4.0)
+        factor = (1.0 + STRENGTH * (detail - 1.0)).clamp_(*LIMITS)
+        return F.interpolate(factor, size=(h, w), mode="bilinear", align_corners=False)
+
+    # -- arms ----------------------------------------------------------------------------------
+    def _arms(self, segments: list[list], shape: tuple[int, int], poses: Sequence[TimedKeypoints]) -> torch.Tensor:
+        """(B, 1, H, W) arm masks in [0, 1]: capsules with a one-pixel soft edge."""
+        b = len(segments)
+        h, w = shape
+        seg = np.zeros((b, MAX_SEGMENTS, 5), np.float32)  # ax, ay, bx, by, half width (0: none)
+        for f, segs in enumerate(segments):
+            for i, (a, e, width) in enumerate(segs[:MAX_SEGMENTS]):
+                seg[f, i] = (*a, *e, max(2, int(width)) / 2)
+        s = torch.from_numpy(seg).to(self.device)
+        ys = torch.arange(h, device=self.device, dtype=torch.float32).view(1, 1, h, 1)
+        xs = torch.arange(w, device=self.device, dtype=torch.float32).view(1, 1, 1, w)
+        mask = torch.zeros((b, 1, h, w), device=self.device)
+        for i in range(MAX_SEGMENTS):
+            ax, ay, bx, by, r = (s[:, i, j].view(b, 1, 1, 1) for j in range(5))
+            dx, dy = bx - ax, by - ay
+            t = (((xs - ax) * dx + (ys - ay) * dy) / (dx * dx + dy * dy).clamp_min(1e-6)).clamp(0, 1)
+            dist = torch.sqrt((xs - ax - t * dx) ** 2 + (ys - ay - t * dy) ** 2)
+            m = (r + 0.5 - dist).clamp(0, 1) * (r > 0)
+            mask = torch.maximum(mask, m)
+        for f, pose in enumerate(poses):  # cut to the person's silhouette where the backend gave one
+            if segments[f] and pose.mask is not None:
+                pm = torch.as_tensor(pose.mask, dtype=torch.float32, device=self.device)[None, None]
+                mask[f] = torch.minimum(mask[f], F.interpolate(pm, size=(h, w), mode="bilinear")[0])
+        return mask
+
+    # -- warp + composite --------------------------------------------------------------------------
+    def _draw(self, canvas: torch.Tensor, warps: list[_Warp], factor: torch.Tensor | None) -> None:
+        _, _, h, w = canvas.shape
+        s = self.map_step
+        boxes = []
+        for j in warps:
+            used = j.dst[np.unique(j.triangles)]
+            boxes.append((used.min(axis=0), used.max(axis=0)))
+        lo = np.floor(np.min([b[0] for b in boxes], axis=0)).astype(int)
+        hi = np.ceil(np.max([b[1] for b in boxes], axis=0)).astype(int) + 1
+        # The coarse grid sits on the frame's lattice (multiples of the step), whatever the batch's
+        # box: a frame renders the same alone or in any batch.
+        x0, y0 = max(int(lo[0]) // s * s, 0), max(int(lo[1]) // s * s, 0)
+        x1, y1 = min(int(hi[0]), w), min(int(hi[1]), h)
+        if x1 <= x0 or y1 <= y0:
+            return
+        bw, bh = x1 - x0, y1 - y0
+        gw, gh = (bw + s - 1) // s + 1, (bh + s - 1) // s + 1
+        maps = self._rasterise(warps, (x0, y0), (gw, gh))  # (J, 2, gh, gw) texture pixels
+        if s > 1:  # coarse point j sits at full pixel j * s: align_corners on a grid of (g-1)*s+1
+            maps = F.interpolate(maps, size=((gh - 1) * s + 1, (gw - 1) * s + 1), mode="bilinear", align_corners=True)
+        maps = maps[:, :, :bh, :bw]
+        frames = torch.tensor([j.frame for j in warps], device=self.device)
+        patches = torch.empty((len(warps), 4, bh, bw), device=self.device)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, j in enumerate(warps):
+            groups.setdefault((id(j.annotator), j.level), []).append(i)
+        for idx in groups.values():
+            j0 = warps[idx[0]]
+            tex = self.texture(j0.annotator, j0.level)
+            th, tw = tex.shape[-2:]
+            m = maps[idx]
+            grid = torch.stack([m[:, 0] * (2.0 / max(tw - 1, 1)) - 1, m[:, 1] * (2.0 / max(th - 1, 1)) - 1], dim=-1)
+            # All frames wearing this texture sampled in one call: their grids stacked in height.
+            out = F.grid_sample(
+                tex, grid.reshape(1, len(idx) * bh, bw, 2), mode="bilinear", padding_mode="zeros", align_corners=True
+            )
+            patches[idx] = out.view(4, len(idx), bh, bw).transpose(0, 1)
+        rgb, alpha = patches[:, :3], patches[:, 3:4]
+        if factor is not None:
+            rgb = torch.minimum(rgb * factor[frames, :, y0:y1, x0:x1], alpha)
+        roi = canvas[frames, :, y0:y1, x0:x1]
+        canvas[frames, :, y0:y1, x0:x1] = rgb + roi * (1.0 - alpha / 255.0)
+
+    def _rasterise(self, warps: list[_Warp], origin: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
+        """Per warp, the coarse map (2, gh, gw) of source texture coordinates (``_OUTSIDE`` off
+        the mesh). Every triangle of every warp tests a window of coarse pixels over its box."""
+        gw, gh = grid
+        s = self.map_step
+        tri_src, tri_dst, owner = [], [], []
+        for n, j in enumerate(warps):
+            tri_src.append(j.src[j.triangles])
+            tri_dst.append((j.dst[j.triangles] - origin) / s)
+            owner.append(np.full(len(j.triangles), n))
+        src = np.concatenate(tri_src).astype(np.float64)
+        dst = np.concatenate(tri_dst).astype(np.float64)
+        own = np.concatenate(owner)
+        affine, valid = _inverse_affines(src, dst)  # coarse frame pixel -> texture pixel
+        bary, _ = _inverse_affines(np.broadcast_to([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dst.shape), dst)
+        lo = np.floor(dst.min(axis=1)).astype(np.int64)
+        hi = np.ceil(dst.max(axis=1)).astype(np.int64)
+        lo = np.maximum(lo, 0)
+        hi = np.minimum(hi, [gw - 1, gh - 1])
+        keep = valid & (hi >= lo).all(axis=1)
+        maps = torch.full((len(warps) * gh * gw, 2), _OUTSIDE, device=self.device)
+        if not keep.any():
+            return maps.view(len(warps), gh, gw, 2).permute(0, 3, 1, 2)
+        affine, bary, lo, own = affine[keep], bary[keep], lo[keep], own[keep]
+        extent = (hi[keep] - lo).max(axis=1) + 1
+        # Triangles bucketed by window size (powers of two), so one big triangle does not make
+        # every triangle test a big window; each bucket chunked to bound the memory.
+        bucket = np.maximum(3, np.ceil(np.log2(extent)).astype(int))
+        for bexp in np.unique(bucket):
+            sel = np.flatnonzero(bucket == bexp)
+            k = 1 << int(bexp)
+            chunk = max(1, MAX_WINDOW_ELEMENTS // (k * k))
+            for c in range(0, len(sel), chunk):
+                part = sel[c : c + chunk]
+                self._scatter(maps, affine[part], bary[part], lo[part], own[part], k, (gw, gh))
+        return maps.view(len(warps), gh, gw, 2).permute(0, 3, 1, 2)
+
+    def _scatter(self, maps, affine, bary, lo, own, k: int, grid: tuple[int, int]) -> None:
+        gw, gh = grid
+        dev = self.device
+        A = torch.from_numpy(affine.astype(np.float32)).to(dev)  # (T, 2, 3)
+        Bm = torch.from_numpy(bary.astype(np.float32)).to(dev)
+        lo_t = torch.from_numpy(lo).to(dev)
+        own_t = torch.from_numpy(own).to(dev)
+        r = torch.arange(k, device=dev)
+        px = (lo_t[:, 0, None, None] + r[None, None, :]).expand(-1, k, k)  # (T, k, k)
+        py = (lo_t[:, 1, None, None] + r[None, :, None]).expand(-1, k, k)
+        fx, fy = px.float(), py.float()
+        l1 = Bm[:, 0, 0, None, None] * fx + Bm[:, 0, 1, None, None] * fy + Bm[:, 0, 2, None, None]
+        l2 = Bm[:, 1, 0, None, None] * fx + Bm[:, 1, 1, None, None] * fy + Bm[:, 1, 2, None, None]
+        eps = 1e-4
+        inside = (l1 >= -eps) & (l2 >= -eps) & (l1 + l2 <= 1 + eps) & (px < gw) & (py < gh)
+        t, yy, xx = torch.nonzero(inside, as_tuple=True)
+        if not len(t):
+            return
+        X, Y = fx[t, yy, xx], fy[t, yy, xx]
+        a = A[t]
+        u = a[:, 0, 0] * X + a[:, 0, 1] * Y + a[:, 0, 2]
+        v = a[:, 1, 0] * X + a[:, 1, 1] * Y + a[:, 1, 2]
+        lin = (own_t[t] * gh + py[t, yy, xx]) * gw + px[t, yy, xx]
+        maps.index_put_((lin,), torch.stack([u, v], dim=1))
+
+
+def frames_to_tensor(images: Sequence[np.ndarray], device) -> torch.Tensor:
+    """HxWx3 uint8 RGB arrays of one size -> (B, 3, H, W) on ``device``."""
+    return torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).contiguous()
