@@ -154,7 +154,7 @@ def parse_control(text: str) -> ControlMessage:
         raise ProtocolError("control_too_large", f"control message is over {MAX_CONTROL_BYTES} bytes")
     try:
         obj = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: also an int of over 4300 digits
         raise ProtocolError("bad_json", f"control message is not valid JSON: {exc}") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
         raise ProtocolError("bad_control", 'control message must be a JSON object with a string "type"')
@@ -184,7 +184,11 @@ def parse_control(text: str) -> ControlMessage:
     if kind == "ping":
         _check_keys(obj, {"t"})
         t = obj.get("t", 0.0)
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+        try:
+            t = float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else math.nan
+        except OverflowError:  # an int too big for a float
+            t = math.nan
+        if not math.isfinite(t):
             raise ProtocolError("bad_control", '"t" must be a finite number')
-        return Ping(float(t))
-    raise ProtocolError("unknown_type", f"unknown control message type {kind!r}")
+        return Ping(t)
+    raise ProtocolError("unknown_type", f"unknown control message type {kind[:64]!r}")
