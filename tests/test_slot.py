@@ -76,3 +76,29 @@ def test_bounded_inbox_keeps_the_newest_frames_and_every_control_message():
     assert [x for x in inbox if isinstance(x, bytes)] == [b"7", b"8", b"9"] and inbox.dropped == 6
     assert [x for x in inbox if isinstance(x, str)] == ["text6", "text7", "text8", "text9"] and inbox.dropped_text == 3
     assert inbox.pop(0) == "text6" and len(inbox) == 6
+
+
+def test_bounded_inbox_appends_and_pops_from_two_threads():
+    """The socket's reader thread appends while the session pops: nothing raises, nothing is lost."""
+    inbox = BoundedInbox(4)
+    n = 50_000
+    errors: list[BaseException] = []
+    taken = 0
+
+    def reader():
+        try:
+            for i in range(n):
+                inbox.append(i.to_bytes(4, "little"))
+        except BaseException as exc:  # noqa: BLE001 - the failure is what is asserted
+            errors.append(exc)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    while t.is_alive() or inbox:
+        try:
+            inbox.pop(0)
+            taken += 1
+        except IndexError:
+            pass
+    t.join()
+    assert not errors and taken + inbox.dropped == n

@@ -51,6 +51,10 @@ class BoundedInbox(deque):
 
     def __init__(self, limit: int, items=(), text_limit: int = 64) -> None:
         super().__init__()
+        # simple-websocket's reader thread appends while the session's thread pops: the scan
+        # in append() must not see the deque change under it ("deque mutated during iteration",
+        # found by the flood test in tests/test_overload.py).
+        self._lock = threading.Lock()
         self.limit = limit
         self.text_limit = text_limit
         self.dropped = 0
@@ -60,21 +64,19 @@ class BoundedInbox(deque):
 
     def append(self, item) -> None:
         binary = isinstance(item, (bytes, bytearray))
-        same = [i for i, x in enumerate(self) if isinstance(x, (bytes, bytearray)) == binary]
-        if len(same) >= (self.limit if binary else self.text_limit):
-            try:
+        with self._lock:
+            same = [i for i, x in enumerate(self) if isinstance(x, (bytes, bytearray)) == binary]
+            if len(same) >= (self.limit if binary else self.text_limit):
                 del self[same[0]]
-            except IndexError:  # the reader took it meanwhile
-                pass
-            else:
                 if binary:
                     self.dropped += 1
                 else:
                     self.dropped_text += 1
-        super().append(item)
+            super().append(item)
 
     def pop(self, index: int = -1):
-        return self.popleft() if index == 0 else super().pop()
+        with self._lock:
+            return self.popleft() if index == 0 else super().pop()
 
 
 def bound_inbox(ws, limit: int) -> BoundedInbox:
