@@ -43,6 +43,7 @@ class BenchConfig:
     warmup: float = 2.0
     jpeg_quality: int = 80
     serve_args: list[str] = field(default_factory=list)
+    client_processes: int = 1  # spread the clients over this many processes (one Python can't feed 100)
 
 
 def letterbox(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -244,47 +245,141 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 2) if values else None
 
 
+def _client_group(url: str, frames: list[bytes], fps: float, offsets: list[int], warmup: float, seconds: float):
+    """A child process's share of the clients: connect, warm up, measure, return the results."""
+    clients = [BenchClient(url, frames, fps, off) for off in offsets]
+    for c in clients:
+        c.start()
+    time.sleep(warmup)
+    t0 = time.monotonic()
+    for c in clients:
+        c.measuring = True
+    time.sleep(seconds)
+    for c in clients:
+        c.measuring = False
+    window = time.monotonic() - t0
+    for c in clients:
+        c.stop()
+    for c in clients:
+        c.join()
+    return [c.result for c in clients], window
+
+
+class GpuSampler:
+    """GPU utilisation and memory through NVML (nvidia-ml-py), sampled every 100 ms; nothing
+    where there is no NVIDIA GPU or no NVML."""
+
+    def __init__(self) -> None:
+        self.util: list[float] = []
+        self.mem_mb: list[float] = []
+        self._stop = threading.Event()
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+            self._handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            self.name = pynvml.nvmlDeviceGetName(self._handle)
+        except Exception:  # no NVML here: report nothing rather than guess
+            self._nvml = None
+            self.name = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> GpuSampler:
+        if self._nvml is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(1)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            rates = self._nvml.nvmlDeviceGetUtilizationRates(self._handle)
+            self.util.append(float(rates.gpu))
+            self.mem_mb.append(self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used / 2**20)
+
+    def summary(self) -> dict | None:
+        if not self.util:
+            return None
+        return {
+            "name": self.name,
+            "util_percent_mean": round(float(np.mean(self.util)), 1),
+            "util_percent_p50": round(float(np.median(self.util)), 1),
+            "memory_mb_max": round(max(self.mem_mb), 0),
+        }
+
+
 def run_bench(cfg: BenchConfig) -> dict:
-    frames = load_frames(cfg.video, cfg.size, cfg.jpeg_quality)
+    groups = max(1, min(cfg.client_processes, cfg.clients))
+    frames = load_frames(cfg.video, cfg.size, cfg.jpeg_quality, limit=300 if groups == 1 else 90)
     proc = None
     if cfg.url:
         ws_url = cfg.url
         base = ws_url.replace("ws://", "http://").replace("wss://", "https://").rsplit("/ws", 1)[0]
     else:
         port = cfg.port or free_port()
-        proc = start_server(
-            port, "--backend", cfg.backend, "--max-clients", str(max(cfg.clients + 4, 32)), *cfg.serve_args, wait=False
-        )
+        limit = str(max(cfg.clients + 4, 32))
+        args = ["--backend", cfg.backend, "--max-clients", limit, "--max-clients-per-address", "0"]
+        proc = start_server(port, *args, *cfg.serve_args, wait=False)
         base, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws"
+    gpu = GpuSampler()
     try:
         wait_healthy(base, proc)
-        clients = [BenchClient(ws_url, frames, cfg.fps, i * 7) for i in range(cfg.clients)]
-        for c in clients:
-            c.start()
-        time.sleep(cfg.warmup)
+        if groups == 1:
+            clients = [BenchClient(ws_url, frames, cfg.fps, i * 7) for i in range(cfg.clients)]
+            for c in clients:
+                c.start()
+            time.sleep(cfg.warmup)
+        else:
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("spawn")
+            pool = ctx.Pool(groups)
+            offsets = [[i * 7 for i in range(cfg.clients) if i % groups == g] for g in range(groups)]
+            pending = [
+                pool.apply_async(_client_group, (ws_url, frames, cfg.fps, off, cfg.warmup + 3.0, cfg.seconds))
+                for off in offsets
+            ]
+            time.sleep(cfg.warmup + 3.0)  # the children spawn, connect and warm up meanwhile
         before = _get_json(base + "/api/stats")
         pids = _server_pids(proc) if proc else []
         cpu0 = sum(filter(None, (_cpu_seconds(p) for p in pids)))
         t0 = time.monotonic()
-        for c in clients:
-            c.measuring = True
-        time.sleep(cfg.seconds)
-        for c in clients:
-            c.measuring = False
+        with gpu:
+            if groups == 1:
+                for c in clients:
+                    c.measuring = True
+            time.sleep(cfg.seconds)
+            if groups == 1:
+                for c in clients:
+                    c.measuring = False
         window = time.monotonic() - t0
         after = _get_json(base + "/api/stats")
         cpu1 = sum(filter(None, (_cpu_seconds(p) for p in pids)))
-        for c in clients:
-            c.stop()
-        for c in clients:
-            c.join()
+        if groups == 1:
+            for c in clients:
+                c.stop()
+            for c in clients:
+                c.join()
+            results = [c.result for c in clients]
+            windows = [window] * len(results)
+        else:
+            results, windows = [], []
+            for job in pending:
+                rs, w = job.get(timeout=cfg.seconds + cfg.warmup + 60)
+                results += rs
+                windows += [w] * len(rs)
+            pool.close()
+            pool.join()
     finally:
         if proc is not None:
             stop_server(proc)
 
-    results = [c.result for c in clients]
-    out_fps = [r.received / window for r in results]
-    in_fps = [r.sent / window for r in results]
+    out_fps = [r.received / w for r, w in zip(results, windows)]
+    in_fps = [r.sent / w for r, w in zip(results, windows)]
     rtt = [v for r in results for v in r.rtt_ms]
     lat = [v for r in results for v in r.latency_ms]
     sources: dict[str, int] = {}
@@ -292,11 +387,12 @@ def run_bench(cfg: BenchConfig) -> dict:
         for k, v in r.pose_sources.items():
             sources[k] = sources.get(k, 0) + v
     stage = {}
-    for key in ("decode", "render", "encode"):
+    for key in ("decode", "pose", "render", "encode"):
         vals = [r.last_stats.get("stage_ms", {}).get(key) for r in results]
         vals = [v for v in vals if v is not None]
         stage[key] = round(float(np.median(vals)), 2) if vals else None
-    stage["pose"] = after.get("pose_ms_p50") and round(after["pose_ms_p50"], 2)
+    if stage.get("pose") is None:
+        stage["pose"] = after.get("pose_ms_p50") and round(after["pose_ms_p50"], 2)
     stage["pose_decode"] = after.get("pose_decode_ms_p50") and round(after["pose_decode_ms_p50"], 2)
     return {
         "clients": cfg.clients,
@@ -306,6 +402,9 @@ def run_bench(cfg: BenchConfig) -> dict:
         "output_fps": round(float(np.median(out_fps)), 2),
         "output_fps_p5": round(float(np.percentile(out_fps, 5)), 2),
         "processed_fps": round((after["processed"] - before["processed"]) / window, 2),
+        # Frames that came back with their own pose, all clients: the processed rate seen from
+        # outside (with --processes N the server's /api/stats speaks for one process only).
+        "own_pose_fps": round(sum(r.pose_sources.get("own", 0) / w for r, w in zip(results, windows)), 2),
         "latency_ms": {"p50": _pct(lat, 50), "p95": _pct(lat, 95), "p99": _pct(lat, 99)},
         "rtt_ms": {"p50": _pct(rtt, 50), "p95": _pct(rtt, 95)},
         "dropped_frames": sum(r.last_stats.get("dropped", 0) for r in results),
@@ -318,6 +417,9 @@ def run_bench(cfg: BenchConfig) -> dict:
         "backend": after.get("backend"),
         "device": after.get("device"),
         "cpu_count": os.cpu_count(),
+        "frame_path": after.get("frame_path", "session"),
+        "gpu": gpu.summary(),
+        "client_processes": groups,
     }
 
 

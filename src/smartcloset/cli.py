@@ -43,6 +43,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pose_wait_ms=args.pose_wait_ms,
         closet_dir=args.closet,
         segmentation=args.segmentation,
+        render=args.render,
+        processes=args.processes,
+        transport_only=args.transport_only,
+        pose_random_weights=args.random_weights,
+        pose_stand_in=args.pose_stand_in,
     )
     if args.garment:
         cfg.default_garments = args.garment
@@ -103,6 +108,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         backend=args.backend,
         port=args.port,
         serve_args=args.serve_arg or [],
+        client_processes=args.client_processes,
     )
     result = run_bench(cfg)
     if args.json:
@@ -196,6 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--segmentation", action="store_true", help="also compute the person mask (~4 ms of CPU per posed frame)"
     )
+    s.add_argument(
+        "--render",
+        default="auto",
+        choices=["auto", "session", "batched"],
+        help="frame path: per-client CPU threads, or one batched engine per device (auto: batched on CUDA)",
+    )
+    s.add_argument("--processes", type=int, default=1, help="server processes sharing the port and the GPU")
+    bench = s.add_argument_group("benchmarking only")
+    bench.add_argument("--transport-only", action="store_true", help="echo frames: measure the transport alone")
+    bench.add_argument("--random-weights", action="store_true", help="RTMPose with random weights (speed only)")
+    bench.add_argument(
+        "--pose-stand-in", action="store_true", help="draw on a standing stand-in person instead of the poses found"
+    )
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("pose", help="find people and their COCO-17 keypoints in images")
@@ -224,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", default="auto", choices=BACKEND_NAMES)
     s.add_argument("--port", type=int, default=0, help="port for the server it starts (0: a free one)")
     s.add_argument("--serve-arg", action="append", help="extra argument for the server it starts (repeatable)")
+    s.add_argument("--client-processes", type=int, default=1, help="spread the clients over this many processes")
     s.set_defaults(func=cmd_bench)
 
     m = sub.add_parser("models", help="pose model weights: list, download, import")

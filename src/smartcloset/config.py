@@ -18,6 +18,15 @@ class ServerConfig:
     # BlazePose's person mask, passed to the renderer with the keypoints. Off until a renderer
     # uses it (arm occlusion): on one 40 FPS client it costs ~12 % of the pose rate here.
     segmentation: bool = False
+    # The frame path. "session": each client's thread decodes, draws and encodes on the CPU (the
+    # pose worker batches poses); "batched": one engine per device decodes, poses, draws and
+    # encodes every client's frame together (nvJPEG + RTMPose + BatchRenderer on a GPU);
+    # "auto": batched where RTMPose runs on CUDA, else session (faster on a CPU).
+    render: str = "auto"
+    processes: int = 1  # server processes sharing the port (and the GPU), each with its own engine
+    transport_only: bool = False  # benchmarks: echo each JPEG, no decode/pose/render (transport ceiling)
+    pose_random_weights: bool = False  # benchmarks: RTMPose without its checkpoint (speed only)
+    pose_stand_in: bool = False  # benchmarks: replace found poses by a standing person (see simulate.py)
     max_clients: int = 32  # WebSockets in total; past it a new one is closed with 1013 and why
     # WebSockets from one peer address (0: no limit). The peer is the socket's address (a
     # forwarded-for header is not trusted): behind a reverse proxy every client shares one, so

@@ -131,13 +131,15 @@ class RTMPoseBackend:
         return stream
 
     # -- boxes -------------------------------------------------------------------------------
-    def _boxes(self, image: np.ndarray, stream: Hashable | None) -> np.ndarray:
+    def _boxes(self, image, stream: Hashable | None) -> np.ndarray:
+        """``image``: the RGB frame, or a callable giving it (a GPU frame comes to the host only
+        when the detector needs its pixels)."""
         with self._lock:
             track = self._tracks.get(stream) if stream is not None else None
             if track is not None and len(track.boxes) and track.frames % self.redetect_every:
                 track.frames += 1
                 return track.boxes
-        boxes = self.detector.detect(image)
+        boxes = self.detector.detect(image() if callable(image) else image)
         if stream is not None:
             with self._lock:
                 self._tracks[stream] = _Track(boxes, 1)
@@ -189,19 +191,36 @@ class RTMPoseBackend:
             self._update(s, r.persons, img.shape[:2])
         return results
 
-    def _one_graph(self, images, owners, center, scale) -> tuple[np.ndarray, np.ndarray]:
-        """CUDA, frames of one size: upload, then crop + model + decode in one graph replay."""
-        from .rtmpose.optimize import TopDownGraph
-        from .rtmpose.topdown import crop_thetas
+    def infer_tensors(self, frames: Sequence, streams: Sequence[Hashable | None]) -> list[FramePose]:
+        """Like ``infer``, for (3, H, W) uint8 RGB tensors already on this backend's device (the
+        batched frame path decodes with nvJPEG straight to the GPU). Runs on the current stream."""
+        from .rtmpose.topdown import box_to_center_scale, to_image
 
         torch = self.torch
-        shape = images[0].shape[:2]
-        graphs = getattr(self._local, "topdown", None)
-        if graphs is None:
-            graphs = self._local.topdown = {}
-        graph = graphs.get(shape)
-        if graph is None:
-            graph = graphs[shape] = TopDownGraph(self.model, self.input_size, shape, self.dtype)
+        shapes = [tuple(f.shape[1:]) for f in frames]
+        host = lambda f: (lambda: f.permute(1, 2, 0).cpu().numpy())  # noqa: E731
+        boxes = [self._boxes(host(f), s) for f, s in zip(frames, streams)]
+        owners = np.concatenate([np.full(len(b), i) for i, b in enumerate(boxes)]).astype(np.int64)
+        results: list[FramePose] = [FramePose() for _ in frames]
+        if len(owners):
+            all_boxes = np.concatenate(boxes)
+            center, scale = box_to_center_scale(all_boxes, self.input_size)
+            with torch.no_grad():
+                if self.use_graphs and len(set(shapes)) == 1:
+                    kp, score = self._graph_replay(torch.stack(list(frames)), owners, center, scale)
+                else:
+                    kp, score = self._stepwise(list(frames), owners, center, scale)
+            kp_img = to_image(kp, center, scale, self.input_size)
+            for n, owner in enumerate(owners):
+                k = np.concatenate([kp_img[n], score[n][:, None]], axis=1)
+                results[owner].persons.append(Person(all_boxes[n], float(np.clip(score[n], 0, None).mean()), k))
+        for shape, s, r in zip(shapes, streams, results):
+            self._update(s, r.persons, shape)
+        return results
+
+    def _one_graph(self, images, owners, center, scale) -> tuple[np.ndarray, np.ndarray]:
+        """CUDA, host frames of one size: upload, then crop + model + decode in one graph replay."""
+        torch = self.torch
         # One memcpy per frame into a reused pinned buffer, one DMA, the NHWC->NCHW turn on the GPU.
         f = len(images)
         pinned = getattr(self._local, "pinned", None)
@@ -211,6 +230,21 @@ class RTMPoseBackend:
         for i, img in enumerate(images):
             host[i] = img
         frames = pinned[:f].to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        return self._graph_replay(frames, owners, center, scale)
+
+    def _graph_replay(self, frames, owners, center, scale) -> tuple[np.ndarray, np.ndarray]:
+        """Frames (F, 3, H, W) uint8 on the GPU: crop + model + decode as one CUDA graph."""
+        from .rtmpose.optimize import TopDownGraph
+        from .rtmpose.topdown import crop_thetas
+
+        torch = self.torch
+        shape = tuple(frames.shape[2:])
+        graphs = getattr(self._local, "topdown", None)
+        if graphs is None:
+            graphs = self._local.topdown = {}
+        graph = graphs.get(shape)
+        if graph is None:
+            graph = graphs[shape] = TopDownGraph(self.model, self.input_size, shape, self.dtype)
         theta = torch.from_numpy(crop_thetas(center, scale, self.input_size, shape)).to(self.device, non_blocking=True)
         owner = torch.from_numpy(owners).to(self.device, non_blocking=True)
         kp, score = graph(frames, theta, owner)
@@ -223,14 +257,17 @@ class RTMPoseBackend:
         torch = self.torch
         crops = []
         # Frames of one size are cropped together; a batch mixing sizes crops per size.
-        for shape in {img.shape for img in images}:
-            idx = [i for i, img in enumerate(images) if img.shape == shape]
+        for shape in {tuple(img.shape) for img in images}:
+            idx = [i for i, img in enumerate(images) if tuple(img.shape) == shape]
             sel = np.nonzero(np.isin(owners, idx))[0]
             if not len(sel):
                 continue
-            frames = torch.from_numpy(np.stack([images[i] for i in idx])).permute(0, 3, 1, 2)
-            if self.cuda:
-                frames = frames.pin_memory().to(self.device, non_blocking=True)
+            if isinstance(images[idx[0]], torch.Tensor):  # (3, H, W) already on the device
+                frames = torch.stack([images[i] for i in idx])
+            else:
+                frames = torch.from_numpy(np.stack([images[i] for i in idx])).permute(0, 3, 1, 2)
+                if self.cuda:
+                    frames = frames.pin_memory().to(self.device, non_blocking=True)
             local = torch.as_tensor(np.searchsorted(idx, owners[sel]), device=frames.device)
             crops.append((sel, crop(frames, local, center[sel], scale[sel], self.input_size)))
         order = np.concatenate([s for s, _ in crops])

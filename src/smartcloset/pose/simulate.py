@@ -115,3 +115,44 @@ def one_euro_figures(
     out = np.array([f(x, ti) for x, ti in zip(moving, t)])
     lag = float(np.abs(out[30:, 0, 0] - moving[30:, 0, 0]).max() * h)
     return ratio, lag
+
+
+class StandInPose:
+    """Benchmarks only (``serve --pose-stand-in``): runs the real backend - its full cost - then
+    replaces what it found with a standing person who sways, scaled to each frame.
+
+    Why: the GPU benchmarks run RTMPose with random weights (its checkpoints cannot be fetched
+    where the GPUs are), which find no one, so no garment would be drawn and the renderer's cost
+    would be missing from the figures. Never for users: the log says so at start.
+    """
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.name = f"{inner.name}+stand-in"
+        self.device = inner.device
+        self.max_inflight = inner.max_inflight
+        self._n = 0
+        if not callable(getattr(inner, "infer_tensors", None)):
+            self.infer_tensors = None  # type: ignore[assignment]  # host frames only, as the inner one
+
+    def _replace(self, results: list[FramePose], shapes: list[tuple[int, int]]) -> list[FramePose]:
+        out = []
+        for r, (h, w) in zip(results, shapes):
+            self._n += 1
+            kp = standing_keypoints(1.0, 40.0 * math.sin(self._n / 15.0))
+            kp[:, 0] *= w / 1280.0
+            kp[:, 1] *= h / 720.0
+            out.append(FramePose([Person([0, 0, w, h], 1.0, kp)], r.mask))
+        return out
+
+    def infer(self, images, streams) -> list[FramePose]:
+        return self._replace(self.inner.infer(images, streams), [img.shape[:2] for img in images])
+
+    def infer_tensors(self, frames, streams) -> list[FramePose]:
+        return self._replace(self.inner.infer_tensors(frames, streams), [tuple(f.shape[1:]) for f in frames])
+
+    def release(self, stream) -> None:
+        self.inner.release(stream)
+
+    def close(self) -> None:
+        self.inner.close()

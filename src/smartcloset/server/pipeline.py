@@ -32,12 +32,20 @@ class Pipeline:
     def start(cls, config: ServerConfig, backend: PoseBackend | None = None) -> Pipeline:
         factory = None  # rebuilds the backend when the worker restarts it (a test's instance is reused)
         if backend is None:
-            options = {"compile": True} if config.pose_compile and config.pose_backend.startswith("rtmpose") else {}
+            options: dict = {}
+            if config.pose_backend.startswith("rtmpose"):
+                options = {"compile": config.pose_compile} | ({"weights": False} if config.pose_random_weights else {})
 
             def factory() -> PoseBackend:
-                return create_backend(
+                made = create_backend(
                     config.pose_backend, device=config.pose_device, segmentation=config.segmentation, **options
                 )
+                if config.pose_stand_in:
+                    from ..pose.simulate import StandInPose
+
+                    log.warning("benchmark mode: poses replaced by a stand-in person (--pose-stand-in)")
+                    made = StandInPose(made)
+                return made
 
             backend = factory()
         limits = ImageLimits(
@@ -47,10 +55,21 @@ class Pipeline:
             max_pixels=config.max_frame_width * config.max_frame_height,
         )
         batch = BatchConfig(config.batch_max, config.batch_deadline_ms, tuple(config.inference_size))
-        worker = PoseWorker(backend, batch, limits, factory=factory).start()
+        if _batched(config, backend):
+            from ..engine import FrameEngine
+
+            device = backend.device if backend.device.startswith("cuda") else "cpu"
+            worker: PoseWorker = FrameEngine(backend, batch, limits, device=device, factory=factory).start()
+        else:
+            worker = PoseWorker(backend, batch, limits, factory=factory).start()
         closet = Closet(config.closet_dir)
         log.info("closet: %d garments (%s)", len(closet.list()), closet.user_dir)
         return cls(config, worker, closet, limits)
+
+    @property
+    def batched(self) -> bool:
+        """Whether frames take the batched path (the engine renders) or each session renders."""
+        return hasattr(self.worker, "renderer")
 
     def annotator(self, garment_id: str) -> GarmentAnnotator:
         """The garment's renderer, built once (mesh + texture pyramid) and shared by sessions."""
@@ -95,3 +114,14 @@ class Pipeline:
         for session in list(self.sessions):
             session.shutdown()
         self.worker.stop()
+
+
+def _batched(config: ServerConfig, backend: PoseBackend) -> bool:
+    """``--render``: "auto" batches where the pose runs on CUDA (and the transport is not alone)."""
+    if config.transport_only or config.render == "session":
+        return False
+    if config.render == "batched":
+        return True
+    if config.render != "auto":
+        raise ValueError(f"unknown frame path {config.render!r}: auto, session or batched")
+    return str(backend.device).startswith("cuda")

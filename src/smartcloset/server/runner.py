@@ -4,7 +4,10 @@ Why Gunicorn: it is a production WSGI server that flask-sock supports (it hands 
 to simple-websocket), unlike Waitress; and its ``gthread`` worker gives each WebSocket its own
 thread, which is what simple-websocket's blocking API needs - no monkey-patching as with
 eventlet/gevent. One worker process: the pose worker (and its model) lives in that process and
-is shared by every client, so frames from all clients can be batched together.
+is shared by every client, so frames from all clients can be batched together. ``--processes N``
+runs N such workers on one port (the kernel spreads connections over them), each with its own
+engine on the same GPU: the way past one process's GIL and socket throughput - measured in
+docs/performance.md. Limits (``--max-clients``) then count per process.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def serve(config: ServerConfig, log_level: str = "info") -> None:
     overrides = config.to_dict()
     options = {
         "bind": f"{config.host}:{config.port}",
-        "workers": 1,
+        "workers": max(1, config.processes),
         "worker_class": "gthread",
         # Each WebSocket holds a thread for its lifetime, and admission (ws.py) stops at
         # max_clients of them, so these 8 are always left for the page, the API and for

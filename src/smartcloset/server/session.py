@@ -26,7 +26,8 @@ from simple_websocket import ConnectionClosed
 from .. import codec, metrics
 from ..closet.garment import draw_order
 from ..codec import ImageError
-from ..pose.timeline import KeypointTimeline
+from ..engine import Rendered
+from ..pose.timeline import KeypointTimeline, TimedKeypoints
 from ..render.annotators import LookAnnotator, SkeletonAnnotator, render_frame
 from ..stats import RateMeter, Rolling, now_ms
 from ..stream.protocol import (
@@ -66,6 +67,9 @@ class Session:
         self.timeline = KeypointTimeline()
         self._cond = threading.Condition()
         self.frames: NewestSlot[ClientFrame] = NewestSlot(self._cond)
+        # The batched frame path (GPU) renders for us and leaves the reply here (newest wins).
+        self.batched = pipeline.batched
+        self.replies: NewestSlot[Rendered] = NewestSlot(self._cond)
         self._texts: deque[str] = deque(maxlen=MAX_TEXTS)
         self._closing: tuple[int, str] | None = None
         self.sender = FrameSender(ws, cfg.send_timeout_s)
@@ -84,7 +88,10 @@ class Session:
     # -- receiver (handler thread) --------------------------------------------------------
     def run(self) -> None:
         worker = self.pipeline.worker
-        worker.register(self.id, self.timeline)
+        if self.batched:
+            worker.register(self.id, self.timeline, sink=self)
+        else:
+            worker.register(self.id, self.timeline)
         self.pipeline.sessions.add(self)
         metrics.ACTIVE_CLIENTS.inc()
         sender = threading.Thread(target=self._send_loop, name=f"session-{self.id}", daemon=True)
@@ -121,7 +128,9 @@ class Session:
         except ConnectionClosed:
             pass
         finally:
+            dropped = self.dropped
             self.frames.close()  # wakes the sender, which exits
+            self.replies.close()
             worker.unregister(self.id)
             self.pipeline.sessions.discard(self)
             sender.join(2.0)
@@ -129,7 +138,6 @@ class Session:
                 self._abort_socket()
                 sender.join(2.0)
             metrics.ACTIVE_CLIENTS.dec()
-            dropped = self.frames.dropped + self.inbox.dropped
             self.log.info(
                 "closed: received=%d sent=%d dropped=%d errors=%d", self.received, self.sent, dropped, self.errors
             )
@@ -144,12 +152,16 @@ class Session:
             fid = int.from_bytes(data[4:8], "little") if len(data) >= 8 else None
             self.error(exc.code, str(exc), fid)
             return
+        if self.batched:  # the engine's slot is the only queue: decode to send happen there
+            self.pipeline.worker.submit(self.id, frame)
+            return
         try:
             if self.frames.put(frame) is not None:
                 metrics.FRAMES_DROPPED.labels("render").inc()
         except SlotClosed:
             return
-        self.pipeline.worker.submit(self.id, frame)
+        if not self.pipeline.config.transport_only:
+            self.pipeline.worker.submit(self.id, frame)
 
     def _on_text(self, text: str) -> None:
         try:
@@ -219,13 +231,14 @@ class Session:
             pass
 
     # -- renderer / sender thread -----------------------------------------------------------
-    def _next(self, timeout: float) -> tuple[list[str], ClientFrame | None, bool]:
+    def _next(self, timeout: float) -> tuple[list[str], ClientFrame | Rendered | None, bool]:
+        slot = self.replies if self.batched else self.frames
         with self._cond:
-            if not self._texts and self.frames.peek() is None and not self.frames.closed and self._closing is None:
+            if not self._texts and slot.peek() is None and not self.frames.closed and self._closing is None:
                 self._cond.wait(timeout)
             texts = list(self._texts)
             self._texts.clear()
-            return texts, self.frames.take(), self.frames.closed or self._closing is not None
+            return texts, slot.take(), self.frames.closed or self._closing is not None
 
     def _send_loop(self) -> None:
         next_stats = time.monotonic() + self.pipeline.config.stats_interval_s
@@ -239,7 +252,9 @@ class Session:
                 if health != pose_health:  # pose down or back: frames go on, say why they are bare
                     pose_health = health
                     self.sender.send(json.dumps({"type": "status", "pose": health[0], "message": health[1]}))
-                if frame is not None:
+                if isinstance(frame, Rendered):
+                    self._send_reply(frame.frame, frame.jpeg, frame.pose)
+                elif frame is not None:
                     self._render_and_send(frame)
                 if time.monotonic() >= next_stats:
                     self.sender.send(json.dumps(self.stats()))
@@ -254,7 +269,28 @@ class Session:
             self.log.exception("sender failed")
             self._abort_socket()
 
+    # -- the batched path's side: the engine calls these from its threads -------------------------
+    def render_look(self) -> list:
+        try:
+            return [self.pipeline.annotator(g) for g in self.look]
+        except KeyError:  # a garment left the closet: drop it from the look
+            self.look = [g for g in self.look if g in self.pipeline.closet]
+            return [self.pipeline.annotator(g) for g in self.look]
+
+    def deliver(self, rendered: Rendered) -> None:
+        try:
+            if self.replies.put(rendered) is not None:  # the sender is behind: newest wins
+                metrics.FRAMES_DROPPED.labels("send").inc()
+        except SlotClosed:
+            pass
+
+    def frame_error(self, frame: ClientFrame, error: ImageError) -> None:
+        self.error(error.code, str(error), frame.frame_id)
+
     def _render_and_send(self, frame: ClientFrame) -> None:
+        if self.pipeline.config.transport_only:  # measuring the transport alone: echo the JPEG
+            self._send_reply(frame, frame.jpeg, TimedKeypoints(None, "none"))
+            return
         t0 = time.perf_counter()
         try:
             image = codec.decode(frame.jpeg, "BGR", self.pipeline.limits)
@@ -277,6 +313,12 @@ class Session:
         t2 = time.perf_counter()
         jpeg = codec.encode(image, self.jpeg_quality)
         t3 = time.perf_counter()
+        for key, dt in (("decode", t1 - t0), ("render", t2 - t1), ("encode", t3 - t2)):
+            self.stage_ms[key].add(dt * 1000.0)
+            metrics.STAGE_MS.labels(key).observe(dt * 1000.0)
+        self._send_reply(frame, jpeg, pose)
+
+    def _send_reply(self, frame: ClientFrame, jpeg: bytes, pose: TimedKeypoints) -> None:
         sent_ms = now_ms()
         header = ReplyHeader(
             frame.frame_id, frame.capture_ms, frame.received_ms, pose.pose_done_ms, sent_ms, pose.source, pose.persons
@@ -286,11 +328,14 @@ class Session:
         self.send_rate.tick()
         latency = sent_ms - frame.received_ms
         self.latency_ms.add(latency)
-        for key, dt in (("decode", t1 - t0), ("render", t2 - t1), ("encode", t3 - t2)):
-            self.stage_ms[key].add(dt * 1000.0)
-            metrics.STAGE_MS.labels(key).observe(dt * 1000.0)
         metrics.LATENCY_MS.observe(latency)
         metrics.FRAMES_SENT.inc()
+
+    @property
+    def dropped(self) -> int:
+        """Frames replaced by newer ones before they were drawn or sent, wherever that happened."""
+        n = self.frames.dropped + self.inbox.dropped + self.replies.dropped
+        return n + self.pipeline.worker.dropped(self.id) if self.batched else n
 
     def stats(self) -> dict:
         worker = self.pipeline.worker.snapshot()
@@ -298,11 +343,11 @@ class Session:
             "type": "stats",
             "received": self.received,
             "sent": self.sent,
-            "dropped": self.frames.dropped + self.inbox.dropped,
+            "dropped": self.dropped,
             "errors": self.errors,
             "output_fps": round(self.send_rate.rate(), 2),
             "latency_ms_p50": self.latency_ms.median(),
-            "stage_ms": {k: v.median() for k, v in self.stage_ms.items()},
+            "stage_ms": worker.get("stage_ms_p50") or {k: v.median() for k, v in self.stage_ms.items()},
             "pose_fps": worker["pose_fps"],
             "mean_batch_size": worker["mean_batch_size"],
             "clients": worker["clients"],
