@@ -25,7 +25,9 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -158,10 +160,7 @@ def run_soak(
             time.sleep(max(0.0, min(next_sample, next_window) - time.monotonic()))
         elapsed = time.monotonic() - t0
         final = _get_json(base + "/api/stats")
-        for c in bench_clients:
-            c.stop()
-        for c in bench_clients:
-            c.join()
+        stuck = _close_clients(bench_clients)
     finally:
         if proc is not None:
             stop_server(proc)
@@ -177,6 +176,7 @@ def run_soak(
     errors = {
         "client_error_messages": client_errors,
         "disconnected_clients": sum(disconnected),
+        "clients_stuck_at_close": stuck,
         "pose_batch_errors": final.get("errors", 0),
         "pose_restarts": final.get("restarts", 0),
         "pose_hangs": final.get("hangs", 0),
@@ -225,6 +225,31 @@ def run_soak(
         "pose_fps_samples": [[t, round(v, 2)] for t, v in pose_fps],
         "machine": {"cpu_count": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": load_end},
     }
+
+
+def _close_clients(clients: list[BenchClient], timeout: float = 15.0) -> int:
+    """Stop and close every client within ``timeout``; returns how many would not close.
+
+    (A client whose server session stopped reading never gets its close answered: the first
+    10-minute run hung here instead of reporting.)
+    """
+    for c in clients:
+        c.stop()
+    joins = [threading.Thread(target=c.join, daemon=True) for c in clients]
+    for t in joins:
+        t.start()
+    end = time.monotonic() + timeout
+    stuck = 0
+    for c, t in zip(clients, joins):
+        t.join(max(0.0, end - time.monotonic()))
+        if t.is_alive():
+            stuck += 1
+            log.error("a client did not close within %.0f s; dropping its socket", timeout)
+            try:
+                c.ws.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+    return stuck
 
 
 def _size(text: str) -> tuple[int, int]:

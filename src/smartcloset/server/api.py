@@ -6,8 +6,17 @@ import cv2
 import numpy as np
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from werkzeug.exceptions import HTTPException
 
 bp = Blueprint("api", __name__)
+
+
+@bp.app_errorhandler(HTTPException)
+def _api_errors_as_json(exc: HTTPException):
+    """Under /api/, errors (404, 403, 413 body too large, ...) are JSON like the API's own."""
+    if not request.path.startswith("/api/"):
+        return exc
+    return jsonify(error=exc.description, status=exc.code), exc.code
 
 
 def _pipeline():
