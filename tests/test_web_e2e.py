@@ -72,6 +72,25 @@ def colour_share(img: np.ndarray, colour: str) -> float:
     return float(mask.mean())
 
 
+CSP_WATCH = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) =>
+  window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));
+"""
+
+
+def watch_csp(page) -> list[str]:
+    """CSP violations seen by the page: its own events plus Chromium's console reports."""
+    console: list[str] = []
+    page.add_init_script(CSP_WATCH)
+    page.on("console", lambda m: console.append(m.text) if "Content Security Policy" in m.text else None)
+    return console
+
+
+def csp_violations(page, console: list[str]) -> list[str]:
+    return list(page.evaluate("window.__cspViolations || []")) + console
+
+
 @pytest.fixture(scope="module")
 def camera_file(tmp_path_factory, video_frames) -> Path:
     path = tmp_path_factory.mktemp("camera") / "camera.y4m"
@@ -113,8 +132,10 @@ def test_mirror_page_end_to_end(browser, tmp_path):
         page = context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+        csp_console = watch_csp(page)
         page.goto(f"http://127.0.0.1:{port}/")
         assert page.title() == "Smart Closet"
+        assert "script-src 'self'" in page.evaluate("fetch('/').then(r => r.headers.get('content-security-policy'))")
         page.get_by_role("button", name="Navy T-shirt").wait_for()
         page.get_by_role("button", name="Start camera").click()
 
@@ -174,6 +195,9 @@ def test_mirror_page_end_to_end(browser, tmp_path):
         assert page.get_by_role("button", name="Blue tee").get_attribute("aria-pressed") == "true"
         time.sleep(2.0)
         page.screenshot(path=str(ARTIFACTS / "e2e-mirror-imported.png"))
+        # Streaming, the encoder worker, thumbnails, the anchor editor, snapshot and clip all ran
+        # under the server's Content-Security-Policy without breaking it.
+        assert not csp_violations(page, csp_console), csp_violations(page, csp_console)
 
         # The server restarts: the page says so, reconnects by itself and streams again.
         stop_server(server)
@@ -192,6 +216,44 @@ def test_mirror_page_end_to_end(browser, tmp_path):
             assert box["width"] > 0.5 * size["width"] or box["height"] > 0.5 * size["height"]
             assert box["y"] + box["height"] <= size["height"] + 1
             page.screenshot(path=str(ARTIFACTS / f"e2e-{name}.png"))
+        context.close()
+    finally:
+        stop_server(server)
+
+
+def test_token_page_streams_under_its_csp_and_shows_a_refusal(browser, tmp_path):
+    """A server with an access token: the page works only when opened with it (socket and API
+    carry it, thumbnails the cookie), breaks no CSP rule, and a second page past the
+    per-address limit says why it was refused instead of "unreachable"."""
+    port = free_port()
+    server = bench.start_server(
+        port, "--closet", str(tmp_path), "--token", "e2e-token", "--max-clients-per-address", "1"
+    )
+    try:
+        context = browser.new_context(viewport={"width": 1600, "height": 900})
+        page = context.new_page()
+        csp_console = watch_csp(page)
+        assert page.goto(f"http://127.0.0.1:{port}/").status == 401
+        assert "access token" in page.content()
+        assert page.goto(f"http://127.0.0.1:{port}/?token=e2e-token").status == 200
+        page.get_by_role("button", name="Navy T-shirt").wait_for()
+        wait_for(page, "[...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth > 0)")
+        page.get_by_role("button", name="Start camera").click()
+        wait_for(page, "window.smartcloset.figures().receiveFps > 0")
+        time.sleep(2.0)
+        assert page.evaluate("window.smartcloset.figures().sendFps") > 0
+        assert not csp_violations(page, csp_console), csp_violations(page, csp_console)
+        # The watch sees a real violation (an image from another origin), so silence means none.
+        page.evaluate("document.body.append(Object.assign(new Image(), {src: 'http://198.51.100.1/x.png'}))")
+        wait_for(page, "window.__cspViolations.some(v => v.startsWith('img-src'))", 10)
+
+        second = context.new_page()
+        second.goto(f"http://127.0.0.1:{port}/?token=e2e-token")
+        notice = second.wait_for_selector("[data-message=server]:has-text('refused')", timeout=15_000)
+        assert "too many connections from your address" in notice.text_content()
+        ARTIFACTS.mkdir(exist_ok=True)
+        second.screenshot(path=str(ARTIFACTS / "e2e-refused.png"))
+        assert wait_for(page, "window.smartcloset.figures().receiveFps > 0")  # the first goes on
         context.close()
     finally:
         stop_server(server)
