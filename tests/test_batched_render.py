@@ -86,7 +86,7 @@ def test_batch_equals_single_frames(closet, frame):
     for f, p, look, got in zip(frames, poses, looks, together):
         (alone,) = _batched("cpu", [f], [p], [look])
         d = np.abs(got.astype(np.int16) - alone.astype(np.int16))
-        assert d.max() <= 1 and (d > 0).sum() < 200
+        assert d.max() <= 1 and (d > 0).mean() < 1e-3, f"max {d.max()}, {(d > 0).sum()} values differ"
 
 
 def test_no_person_or_no_look_leaves_the_frame_untouched(closet, frame):

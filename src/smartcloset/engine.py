@@ -99,6 +99,41 @@ class FrameEngine(PoseWorker):
             with self._cond:
                 self._sinks[client] = sink
 
+    def warm_up(self, shape: tuple[int, int] = (720, 1280), timeout_s: float = 300.0) -> FrameEngine:
+        """Capture the pose graphs of every batch-size bucket on every in-flight thread before the
+        first client comes (else the first seconds of a busy server go to captures; ~7 s on an
+        H200). One task per pool thread, held together by a barrier so each thread takes one."""
+        if self.device.type != "cuda" or not self._tensor_pose:
+            return self
+        threads = self._max_inflight
+        barrier = threading.Barrier(threads)
+        finished = threading.Semaphore(0)
+        sizes = [1 << k for k in range(max(1, self.config.max_size - 1).bit_length() + 1)]
+        backend = self.backend
+
+        def task(_) -> None:
+            try:
+                barrier.wait(60)
+                with torch.cuda.stream(self._stream()):
+                    frame = torch.zeros((3, *shape), dtype=torch.uint8, device=self.device)
+                    for n in sizes:
+                        backend.infer_tensors([frame] * n, [None] * n)  # type: ignore[attr-defined]
+                torch.cuda.synchronize(self.device)
+            except Exception:  # warm-up is an optimisation: the first batches capture instead
+                log.exception("engine warm-up failed")
+            finally:
+                finished.release()
+
+        t0 = time.perf_counter()
+        for _ in range(threads):
+            self._gen.pool.submit(task, None)
+        for _ in range(threads):
+            finished.acquire(timeout=timeout_s)
+        log.info(
+            "engine warm: pose graphs for batches %s on %d threads in %.1f s", sizes, threads, time.perf_counter() - t0
+        )
+        return self
+
     def dropped(self, client: Hashable) -> int:
         """Frames of this client replaced in the engine's slot before a batch took them."""
         with self._cond:

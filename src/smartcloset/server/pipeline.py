@@ -59,7 +59,8 @@ class Pipeline:
             from ..engine import FrameEngine
 
             device = backend.device if backend.device.startswith("cuda") else "cpu"
-            worker: PoseWorker = FrameEngine(backend, batch, limits, device=device, factory=factory).start()
+            engine = FrameEngine(backend, batch, limits, device=device, factory=factory)
+            worker: PoseWorker = engine.warm_up().start()
         else:
             worker = PoseWorker(backend, batch, limits, factory=factory).start()
         closet = Closet(config.closet_dir)

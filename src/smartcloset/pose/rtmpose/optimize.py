@@ -5,11 +5,18 @@ hundred kernel launches).
 
 from __future__ import annotations
 
+import threading
+
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .model import ConvBNAct
+
+# Graphs are captured one at a time, and in "thread_local" mode: the other in-flight batches'
+# threads keep decoding, allocating and synchronising meanwhile, which would invalidate a capture
+# in the default (global) mode.
+_CAPTURE_LOCK = threading.Lock()
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -52,6 +59,10 @@ class GraphRunner:
         raise ValueError(f"batch of {n} is over the largest bucket {self.buckets[-1]}")
 
     def _capture(self, b: int):
+        with _CAPTURE_LOCK:
+            return self.graphs.get(b) or self._capture_locked(b)
+
+    def _capture_locked(self, b: int):
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         static = torch.zeros((b, *self.shape), device="cuda", dtype=self.dtype).contiguous(memory_format=fmt)
         stream = torch.cuda.Stream()
@@ -61,7 +72,7 @@ class GraphRunner:
                 self.model(static)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(graph, pool=self.pool):
+        with torch.no_grad(), torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             out = self.model(static)
         self.pool = graph.pool()
         self.graphs[b] = (graph, static, out)
@@ -96,6 +107,10 @@ class TopDownGraph:
         self.pool = None
 
     def _capture(self, frames: int, persons: int):
+        with _CAPTURE_LOCK:
+            return self.graphs.get((frames, persons)) or self._capture_locked(frames, persons)
+
+    def _capture_locked(self, frames: int, persons: int):
         from .topdown import decode
 
         h, w = self.frame_shape
@@ -123,7 +138,7 @@ class TopDownGraph:
                 step()
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(graph, pool=self.pool):
+        with torch.no_grad(), torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             out = step()
         self.pool = graph.pool()
         self.graphs[(frames, persons)] = (graph, images, theta, owner, out)
@@ -134,10 +149,17 @@ class TopDownGraph:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``images`` (F, 3, H, W) uint8 on the GPU; ``theta`` (P, 2, 3) and ``owner`` (P,) as
         ``topdown.crop`` builds them. Returns crop-pixel keypoints (P, K, 2) and scores (P, K)."""
-        key = (images.shape[0], theta.shape[0])
+        f, p = images.shape[0], theta.shape[0]
+        key = (_pow2(f), _pow2(p))  # padded up to buckets: a few graphs serve every batch size
         graph, s_images, s_theta, s_owner, out = self.graphs.get(key) or self._capture(*key)
-        s_images.copy_(images, non_blocking=True)
-        s_theta.copy_(theta, non_blocking=True)
-        s_owner.copy_(owner, non_blocking=True)
+        # The slots past f and p keep older contents: valid frames and indices (< the bucket),
+        # whose results are cut off below.
+        s_images[:f].copy_(images, non_blocking=True)
+        s_theta[:p].copy_(theta, non_blocking=True)
+        s_owner[:p].copy_(owner, non_blocking=True)
         graph.replay()
-        return out
+        return out[0][:p], out[1][:p]
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()

@@ -1,0 +1,82 @@
+"""Where a batch's time goes on the GPU: decode (nvJPEG), pose (RTMPose-m, random weights, one
+graph), render (BatchRenderer, T-shirt on a stand-in person) and encode (nvJPEG), per batch size,
+without the network - the engine's stages called directly, as ``FrameEngine`` calls them.
+
+    PYTHONPATH=src python3 bench/engine_stages.py --out stages.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from smartcloset.bench import load_frames
+from smartcloset.closet.store import Closet
+from smartcloset.codec_gpu import decode_batch, encode_batch
+from smartcloset.pose.rtmpose_backend import FullFrameDetector, RTMPoseBackend
+from smartcloset.pose.simulate import StandInPose
+from smartcloset.pose.timeline import TimedKeypoints
+from smartcloset.render.annotators import GarmentAnnotator
+from smartcloset.render.batched import BatchRenderer
+
+VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "video" / "pose_squats.mp4"
+
+
+def timed(fn, reps: int) -> tuple[float, object]:
+    out = None
+    times = []
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1000)
+    return float(np.median(times)), out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--sizes", default="1,8,32,64")
+    ap.add_argument("--reps", type=int, default=15)
+    args = ap.parse_args()
+    jpegs = load_frames(str(VIDEO), (1280, 720), 80, 64)
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    backend = StandInPose(RTMPoseBackend("rtmpose-m", "cuda", weights=False, detector=FullFrameDetector()))
+    look = [GarmentAnnotator(Closet(user_dir="/nonexistent").get("tshirt-navy"))]
+    renderer = BatchRenderer(dev)
+    rows = []
+    for b in [int(x) for x in args.sizes.split(",")]:
+        batch = [jpegs[i % len(jpegs)] for i in range(b)]
+        keys = list(range(b))
+        dec_ms, images = timed(lambda: decode_batch(batch, dev), args.reps)  # noqa: B023
+        pose_ms, poses = timed(lambda: backend.infer_tensors(images, keys), args.reps)  # noqa: B023
+        timed_kp = [TimedKeypoints(p.persons[0].keypoints, "own") for p in poses]
+        frames = torch.stack(images)
+        ren_ms, out = timed(lambda: renderer.render(frames, timed_kp, [look] * b), args.reps)  # noqa: B023
+        enc_ms, encoded = timed(lambda: encode_batch(list(out), [80] * b), args.reps)  # noqa: B023
+        total = dec_ms + pose_ms + ren_ms + enc_ms
+        row = {
+            "batch": b,
+            "decode_ms": round(dec_ms, 2),
+            "pose_ms": round(pose_ms, 2),
+            "render_ms": round(ren_ms, 2),
+            "encode_ms": round(enc_ms, 2),
+            "total_ms": round(total, 2),
+            "frames_per_s": round(b / total * 1000, 1),
+            "jpeg_kb_in": round(sum(map(len, batch)) / b / 1024, 1),
+            "jpeg_kb_out": round(sum(map(len, encoded)) / b / 1024, 1),
+        }
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    Path(args.out).write_text(json.dumps({"device": torch.cuda.get_device_name(), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Many clients on one GPU: the per-session CPU frame path and the batched GPU path side by side.
+
+For each client count, ``smart-closet bench`` starts a server and streams the fixture video at
+30 FPS, 1280x720 JPEG, from every client (spread over client processes), measuring output FPS per
+client, latency, drops, GPU utilisation (NVML) and server CPU. Both paths use RTMPose-m on the
+GPU with random weights (its checkpoints cannot be fetched on the device machine) and the
+stand-in person (``--pose-stand-in``) so that the garment is really drawn. Then the transport's
+own ceiling: ``--transport-only`` echoes every JPEG with no decode, pose or render.
+
+    PYTHONPATH=src python3 bench/gpu_pipeline.py --out results.json [--counts 1,8,32,64,128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+from smartcloset.bench import BenchConfig, load_frames, run_bench
+
+VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "video" / "pose_squats.mp4"
+POSE = ["--random-weights", "--pose-stand-in", "--device", "cuda", "--batch-max", "32"]
+
+
+def run(label: str, clients: int, serve: list[str], seconds: float, fps: float = 30.0) -> dict:
+    cfg = BenchConfig(
+        video=str(VIDEO),
+        clients=clients,
+        seconds=seconds,
+        fps=fps,
+        backend="rtmpose-m",
+        warmup=5.0,
+        serve_args=serve,
+        client_processes=max(1, min(8, math.ceil(clients / 12))),
+    )
+    t0 = time.monotonic()
+    try:
+        result = run_bench(cfg)
+    except Exception as exc:  # one failed configuration must not lose the others
+        result = {"clients": clients, "error": repr(exc)}
+    result["label"] = label
+    result["serve_args"] = serve
+    result["wall_s"] = round(time.monotonic() - t0, 1)
+    lat = result.get("latency_ms", {})
+    print(
+        json.dumps(
+            {
+                k: result.get(k)
+                for k in ("label", "clients", "output_fps", "output_fps_p5", "own_pose_fps", "dropped_frames", "error")
+            }
+            | {"lat": lat, "gpu": result.get("gpu"), "cpu%": result.get("server_cpu_percent")}
+        ),
+        flush=True,
+    )
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--counts", default="1,8,32,64,128")
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--processes", type=int, default=4, help="server processes for the multi-process GPU rows")
+    ap.add_argument("--skip-cpu-above", type=int, default=64, help="no CPU-path row past this many clients")
+    ap.add_argument("--transport", action="store_true", help="also measure the transport ceiling")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    rows = []
+    counts = [int(c) for c in args.counts.split(",")]
+    for n in counts:
+        rows.append(run("gpu-batched", n, [*POSE, "--render", "batched"], args.seconds))
+        if n >= 32 and args.processes > 1:
+            procs = ["--processes", str(args.processes)]
+            rows.append(run(f"gpu-batched-x{args.processes}", n, [*POSE, "--render", "batched", *procs], args.seconds))
+        if n <= args.skip_cpu_above:
+            rows.append(run("cpu-render", n, [*POSE, "--render", "session"], args.seconds))
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+    if args.transport:
+        frame_kb = sum(map(len, load_frames(str(VIDEO), (1280, 720), 80, 90))) / 90 / 1024
+        for procs in (1, args.processes):
+            n = 64
+            serve = ["--transport-only", "--processes", str(procs)]
+            r = run(f"transport-x{procs}", n, serve, args.seconds, fps=60.0)
+            if "output_fps" in r:
+                msgs = r["output_fps"] * n  # echoed messages per second (as many came in)
+                r["messages_per_s"] = round(msgs, 1)
+                r["frame_kb"] = round(frame_kb, 1)
+                r["mb_per_s_each_way"] = round(msgs * frame_kb / 1024, 1)
+            rows.append(r)
+            Path(args.out).write_text(json.dumps(rows, indent=1))
+    Path(args.out).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
