@@ -83,7 +83,7 @@ def main() -> None:
         frame_kb = sum(map(len, load_frames(str(VIDEO), (1280, 720), 80, 90))) / 90 / 1024
         for procs in (1, args.processes):
             n = 64
-            serve = ["--transport-only", "--processes", str(procs)]
+            serve = [*POSE, "--transport-only", "--processes", str(procs)]  # the model loads, unused
             r = run(f"transport-x{procs}", n, serve, args.seconds, fps=60.0)
             if "output_fps" in r:
                 msgs = r["output_fps"] * n  # echoed messages per second (as many came in)
