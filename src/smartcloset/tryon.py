@@ -74,25 +74,32 @@ def tryon_file(
         annotators.append(SkeletonAnnotator())
     if not Path(src).is_file():
         raise TryOnError(f"input {src} does not exist")
+    # Read the input before loading the model: a bad file is refused at once, not after seconds.
+    image = cap = None
+    if Path(src).suffix.lower() in IMAGE_SUFFIXES:
+        image = cv2.imread(src, cv2.IMREAD_COLOR)
+        if image is None:
+            raise TryOnError(f"cannot read image {src}")
+    else:
+        cap = cv2.VideoCapture(src)
+        if not cap.isOpened():
+            cap.release()
+            raise TryOnError(f"cannot open video {src}")
     pose_backend = create_backend(backend, segmentation=segmentation)
     try:
-        if Path(src).suffix.lower() in IMAGE_SUFFIXES:
-            image = cv2.imread(src, cv2.IMREAD_COLOR)
-            if image is None:
-                raise TryOnError(f"cannot read image {src}")
+        if image is not None:
             out = dress_frame(image, 0.0, pose_backend, KeypointTimeline(), annotators, None)
             if not cv2.imwrite(dst, out):
                 raise TryOnError(f"cannot write {dst} (unknown image type?)")
             return 1
-        return _tryon_video(src, dst, pose_backend, annotators)
+        return _tryon_video(cap, src, dst, pose_backend, annotators)
     finally:
+        if cap is not None:
+            cap.release()
         pose_backend.close()
 
 
-def _tryon_video(src: str, dst: str, backend: PoseBackend, annotators: list) -> int:
-    cap = cv2.VideoCapture(src)
-    if not cap.isOpened():
-        raise TryOnError(f"cannot open video {src}")
+def _tryon_video(cap: cv2.VideoCapture, src: str, dst: str, backend: PoseBackend, annotators: list) -> int:
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     writer = None

@@ -88,6 +88,7 @@ def add_garment():
 
 
 MAX_UPLOAD = 15 * 1024 * 1024
+MAX_ANCHORS_BODY = 64 * 1024
 
 
 def _user_garment(garment_id: str):
@@ -120,12 +121,24 @@ def update_anchors(garment_id: str):
     """Replace a user garment's anchors (``{"anchors": {name: [x, y]}}``), validated like a file."""
     import json
 
-    from ..closet.garment import GarmentError, load_garment
+    from ..closet.garment import KNOWN_ANCHORS, GarmentError, load_garment
 
     closet, garment = _user_garment(garment_id)
-    body = request.get_json(silent=True)
+    # A real body is under 2 kB. Parsing is what costs (5 MB of JSON: ~0.8 s holding the GIL,
+    # stalling every stream), so a big one is refused unread.
+    if (request.content_length or 0) > MAX_ANCHORS_BODY:
+        return jsonify(error=f"the anchors body is over {MAX_ANCHORS_BODY} bytes"), 413
+    raw = request.get_data(cache=False)
+    if len(raw) > MAX_ANCHORS_BODY:
+        return jsonify(error=f"the anchors body is over {MAX_ANCHORS_BODY} bytes"), 413
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        body = None
     if not isinstance(body, dict) or not isinstance(body.get("anchors"), dict):
         return jsonify(error='send JSON {"anchors": {"left_shoulder": [x, y], ...}}'), 400
+    if len(body["anchors"]) > len(KNOWN_ANCHORS):
+        return jsonify(error=f"at most {len(KNOWN_ANCHORS)} anchors, one per known name"), 400
     data = json.loads(garment.sidecar_path.read_text())
     data["anchors"] = body["anchors"]
     h, w = garment.rgba.shape[:2]

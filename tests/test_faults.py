@@ -1,0 +1,111 @@
+"""Faults behind a live session: the pose backend raises, then hangs; frames keep flowing.
+
+A real app on a real socket with a backend double whose behaviour the test switches (the
+worker-level details - backoff doubling, the abandoned-thread bound, OOM - are in
+test_worker.py). The client streams real frames throughout and must: keep getting every
+rendered frame, be told with a ``status`` message when pose goes down and when it is back, see
+the garment go (pose_source "none") while pose is down, and see it come back by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import simple_websocket
+from test_server import WsClient
+from test_worker import FaultyBackend, wait_until
+
+from conftest import LiveServer
+from smartcloset.pose.worker import FaultPolicy
+from smartcloset.stream.protocol import parse_reply
+
+
+class Recorder:
+    """Streams frames at ``fps``; keeps (arrival time, pose source) per reply and every status."""
+
+    def __init__(self, url: str, jpegs: list[bytes], fps: float = 15.0) -> None:
+        self.client = WsClient(url)
+        self.jpegs = jpegs
+        self.fps = fps
+        self.replies: list[tuple[float, str]] = []
+        self.status: list[dict] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=f, daemon=True) for f in (self._send, self._recv)]
+        for t in self._threads:
+            t.start()
+
+    def _send(self) -> None:
+        t0, k = time.monotonic(), 0
+        while not self._stop.is_set():
+            time.sleep(max(0.0, t0 + k / self.fps - time.monotonic()))
+            try:
+                self.client.send_frame(k, self.jpegs[k % len(self.jpegs)])
+            except simple_websocket.ConnectionClosed:
+                return
+            k += 1
+
+    def _recv(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self.client.ws.receive(timeout=0.5)
+            except simple_websocket.ConnectionClosed:
+                return
+            if isinstance(msg, str):
+                m = json.loads(msg)
+                if m["type"] == "status":
+                    self.status.append(m)
+            elif msg is not None:
+                self.replies.append((time.monotonic(), parse_reply(msg)[0].pose_source))
+
+    def since(self, t: float) -> list[str]:
+        return [src for at, src in list(self.replies) if at >= t]
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(5)
+        self.client.close()
+
+
+@pytest.fixture()
+def faulty_server(tmp_path):
+    from smartcloset.server import create_app
+
+    backend = FaultyBackend()
+    app = create_app({"TESTING": True, "POSE_BACKEND_INSTANCE": backend, "closet_dir": str(tmp_path)})
+    pipeline = app.extensions["smartcloset"]
+    pipeline.worker.faults = FaultPolicy(infer_timeout_s=0.5, warmup_timeout_s=0.5, backoff_s=0.2, backoff_max_s=1.0)
+    server = LiveServer(app)
+    yield backend, pipeline, server
+    backend.release_hang.set()
+    server.stop()
+    pipeline.stop()
+
+
+def test_frames_keep_flowing_while_pose_fails_or_hangs_and_it_recovers(faulty_server, video_jpegs):
+    backend, pipeline, server = faulty_server
+    rec = Recorder(server.ws_url, video_jpegs[::3])
+    try:
+        assert wait_until(lambda: "own" in rec.since(0) or "extrapolated" in rec.since(0), 10)
+
+        for fault, words in (("raise", "failed 3 times in a row"), ("hang", "did not answer")):
+            backend.mode = fault
+            assert wait_until(lambda: rec.status and rec.status[-1]["pose"] == "restarting", 10)
+            assert words in rec.status[-1]["message"]
+            down = time.monotonic()
+            # Pose is down: frames keep coming back, and once the last pose is too old to
+            # extrapolate from (0.6 s), without the garment.
+            assert wait_until(lambda d=down: rec.since(d).count("none") >= 10, 10)
+            assert len(rec.since(down)) >= 10
+            backend.mode = "ok"
+            assert wait_until(lambda: rec.status[-1]["pose"] == "ok", 10)  # told it is back ...
+            back = time.monotonic()
+            assert wait_until(lambda b=back: {"own", "extrapolated"} & set(rec.since(b)), 10)  # ... and dressed
+            assert pipeline.worker.snapshot()["pose_state"] == "ok"
+        snap = pipeline.worker.snapshot()
+        assert snap["restarts"] >= 2 and snap["hangs"] >= 1  # more while it kept failing: backoff
+    finally:
+        rec.stop()
