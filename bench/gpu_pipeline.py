@@ -64,7 +64,12 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--counts", default="1,8,32,64,128")
     ap.add_argument("--seconds", type=float, default=8.0)
-    ap.add_argument("--processes", type=int, default=4, help="server processes for the multi-process GPU rows")
+    ap.add_argument(
+        "--rows",
+        default="gpu-batched,gpu-engine-x4,cpu-render",
+        help="gpu-batched (one process), gpu-engine-xN (engine process + N socket processes), cpu-render",
+    )
+    ap.add_argument("--processes", type=int, default=4, help="socket processes for the transport rows")
     ap.add_argument("--skip-cpu-above", type=int, default=64, help="no CPU-path row past this many clients")
     ap.add_argument("--transport", action="store_true", help="also measure the transport ceiling")
     args = ap.parse_args()
@@ -72,13 +77,19 @@ def main() -> None:
     rows = []
     counts = [int(c) for c in args.counts.split(",")]
     for n in counts:
-        rows.append(run("gpu-batched", n, [*POSE, "--render", "batched"], args.seconds))
-        if n >= 32 and args.processes > 1:
-            procs = ["--processes", str(args.processes)]
-            rows.append(run(f"gpu-batched-x{args.processes}", n, [*POSE, "--render", "batched", *procs], args.seconds))
-        if n <= args.skip_cpu_above:
-            rows.append(run("cpu-render", n, [*POSE, "--render", "session"], args.seconds))
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+        for label in args.rows.split(","):
+            if label == "gpu-batched":
+                serve = [*POSE, "--render", "batched"]
+            elif label.startswith("gpu-engine-x"):
+                serve = [*POSE, "--render", "batched", "--processes", label.rsplit("x", 1)[1]]
+            elif label == "cpu-render":
+                if n > args.skip_cpu_above:
+                    continue
+                serve = [*POSE, "--render", "session"]
+            else:
+                raise SystemExit(f"unknown row {label}")
+            rows.append(run(label, n, serve, args.seconds))
+            Path(args.out).write_text(json.dumps(rows, indent=1))
     if args.transport:
         frame_kb = sum(map(len, load_frames(str(VIDEO), (1280, 720), 80, 90))) / 90 / 1024
         for procs in (1, args.processes):

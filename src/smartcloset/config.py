@@ -26,6 +26,8 @@ class ServerConfig:
     processes: int = 1  # server processes sharing the port (and the GPU), each with its own engine
     transport_only: bool = False  # benchmarks: echo each JPEG, no decode/pose/render (transport ceiling)
     pose_random_weights: bool = False  # benchmarks: RTMPose without its checkpoint (speed only)
+    engine_address: str | None = None  # set by the runner: the shared engine process's socket
+    engine_authkey: str | None = None
     pose_stand_in: bool = False  # benchmarks: replace found poses by a standing person (see simulate.py)
     max_clients: int = 32  # WebSockets in total; past it a new one is closed with 1013 and why
     # WebSockets from one peer address (0: no limit). The peer is the socket's address (a

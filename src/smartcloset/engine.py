@@ -68,6 +68,8 @@ class FrameSink(Protocol):
 class FrameEngine(PoseWorker):
     """The pose worker's batching, with the whole frame path per batch on ``device``."""
 
+    batched = True  # sessions hand it their frames and get rendered replies back
+
     def __init__(
         self,
         backend: PoseBackend,

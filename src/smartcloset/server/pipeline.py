@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..closet.store import Closet
@@ -31,22 +32,8 @@ class Pipeline:
     @classmethod
     def start(cls, config: ServerConfig, backend: PoseBackend | None = None) -> Pipeline:
         factory = None  # rebuilds the backend when the worker restarts it (a test's instance is reused)
-        if backend is None:
-            options: dict = {}
-            if config.pose_backend.startswith("rtmpose"):
-                options = {"compile": config.pose_compile} | ({"weights": False} if config.pose_random_weights else {})
-
-            def factory() -> PoseBackend:
-                made = create_backend(
-                    config.pose_backend, device=config.pose_device, segmentation=config.segmentation, **options
-                )
-                if config.pose_stand_in:
-                    from ..pose.simulate import StandInPose
-
-                    log.warning("benchmark mode: poses replaced by a stand-in person (--pose-stand-in)")
-                    made = StandInPose(made)
-                return made
-
+        if backend is None and config.engine_address is None:
+            factory = backend_factory(config)
             backend = factory()
         limits = ImageLimits(
             max_bytes=config.max_frame_bytes,
@@ -55,7 +42,12 @@ class Pipeline:
             max_pixels=config.max_frame_width * config.max_frame_height,
         )
         batch = BatchConfig(config.batch_max, config.batch_deadline_ms, tuple(config.inference_size))
-        if _batched(config, backend):
+        if config.engine_address is not None:  # --render batched --processes N: the engine process
+            from ..engine_ipc import RemoteEngine
+
+            worker = RemoteEngine(config.engine_address, config.engine_authkey or "")  # type: ignore[assignment]
+            log.info("frames go to the engine process (%s on %s)", worker.backend.name, worker.backend.device)
+        elif _batched(config, backend):
             from ..engine import FrameEngine
 
             device = backend.device if backend.device.startswith("cuda") else "cpu"
@@ -70,7 +62,7 @@ class Pipeline:
     @property
     def batched(self) -> bool:
         """Whether frames take the batched path (the engine renders) or each session renders."""
-        return hasattr(self.worker, "renderer")
+        return getattr(self.worker, "batched", False)
 
     def annotator(self, garment_id: str) -> GarmentAnnotator:
         """The garment's renderer, built once (mesh + texture pyramid) and shared by sessions."""
@@ -115,6 +107,26 @@ class Pipeline:
         for session in list(self.sessions):
             session.shutdown()
         self.worker.stop()
+
+
+def backend_factory(config: ServerConfig) -> Callable[[], PoseBackend]:
+    """What builds the configured pose backend (again, when the worker restarts it)."""
+    options: dict = {}
+    if config.pose_backend.startswith("rtmpose"):
+        options = {"compile": config.pose_compile} | ({"weights": False} if config.pose_random_weights else {})
+
+    def factory() -> PoseBackend:
+        made = create_backend(
+            config.pose_backend, device=config.pose_device, segmentation=config.segmentation, **options
+        )
+        if config.pose_stand_in:
+            from ..pose.simulate import StandInPose
+
+            log.warning("benchmark mode: poses replaced by a stand-in person (--pose-stand-in)")
+            made = StandInPose(made)
+        return made
+
+    return factory
 
 
 def _batched(config: ServerConfig, backend: PoseBackend) -> bool:

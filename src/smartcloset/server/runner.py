@@ -41,6 +41,13 @@ def serve(config: ServerConfig, log_level: str = "info") -> None:
     from .security import ensure_token
 
     ensure_token(config)  # here, before the fork: generated once, logged once, given to the worker
+    engine = None
+    if config.processes > 1 and config.render == "batched" and not config.transport_only:
+        # One engine process holds the GPU for all server processes (engine_ipc.py says why).
+        from ..engine_ipc import start_engine_process
+
+        config.engine_address, config.engine_authkey, engine = start_engine_process(config.to_dict())
+        log.info("engine process %d ready at %s", engine.pid, config.engine_address)
     overrides = config.to_dict()
     options = {
         "bind": f"{config.host}:{config.port}",

@@ -1,0 +1,361 @@
+"""One GPU engine process serving several socket processes (``--render batched --processes N``).
+
+Measured on an H200 (docs/performance.md): one Python process moves only ~600 JPEG frames/s
+through its WebSockets (simple-websocket parses and unmasks in Python, under the GIL), and N
+processes that each own a CUDA context time-slice the GPU (98 % busy at 884 frames/s). So the
+work is split by what limits it: N server processes hold the sockets and sessions, one engine
+process holds the GPU and batches every client of every process together.
+
+    server process: session receives -> RemoteEngine.submit -> (Unix socket) ->
+    engine process: FrameEngine slot -> batch -> decode/pose/render/encode -> (Unix socket) ->
+    server process: RemoteEngine reader -> session.deliver -> sender
+
+Messages are ``u32 length | JSON | JPEG`` over ``multiprocessing.connection`` (authenticated with
+a random key; ``send_bytes``/``recv_bytes`` only - nothing is pickled). The socket's own buffer is
+the bound between the processes: a server process whose engine falls behind blocks in
+``send_bytes``, its clients' newer frames replace older ones in their inboxes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import secrets
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass
+from multiprocessing.connection import Client, Connection, Listener
+
+from .codec import ImageError
+from .stream.protocol import ClientFrame
+
+log = logging.getLogger(__name__)
+
+_LEN = struct.Struct("<I")
+
+
+def _pack(meta: dict, payload: bytes = b"") -> bytes:
+    head = json.dumps(meta, separators=(",", ":")).encode()
+    return _LEN.pack(len(head)) + head + payload
+
+
+def _unpack(buf: bytes) -> tuple[dict, bytes]:
+    (n,) = _LEN.unpack_from(buf)
+    return json.loads(buf[4 : 4 + n]), buf[4 + n :]
+
+
+class _Link:
+    """One connection, written from several threads."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def send(self, meta: dict, payload: bytes = b"") -> bool:
+        if self.closed:
+            return False
+        try:
+            with self.lock:
+                self.conn.send_bytes(_pack(meta, payload))
+            return True
+        except (OSError, EOFError):
+            self.closed = True
+            return False
+
+
+# -- the engine process ----------------------------------------------------------------------------
+
+
+@dataclass
+class _RemoteSink:
+    """A client of a server process, as the engine sees it (the ``FrameSink`` protocol)."""
+
+    link: _Link
+    client: str
+    annotators: object  # callable: garment id -> GarmentAnnotator
+    jpeg_quality: int = 80
+    look: tuple[str, ...] = ()
+
+    def render_look(self) -> list:
+        out = []
+        for g in self.look:
+            try:
+                out.append(self.annotators(g))
+            except KeyError:  # a garment just removed, or not yet seen by this process
+                continue
+        return out
+
+    def deliver(self, r) -> None:
+        meta = {
+            "t": "out",
+            "c": self.client,
+            "id": r.frame.frame_id,
+            "cap": r.frame.capture_ms,
+            "rec": r.frame.received_ms,
+            "pose": None if r.pose.pose_done_ms != r.pose.pose_done_ms else r.pose.pose_done_ms,
+            "src": r.pose.source,
+            "n": r.pose.persons,
+        }
+        self.link.send(meta, r.jpeg)
+
+    def frame_error(self, frame: ClientFrame, error: ImageError) -> None:
+        self.link.send({"t": "err", "c": self.client, "id": frame.frame_id, "code": error.code, "msg": str(error)})
+
+
+def run_engine_process(config_values: dict, address: str, authkey_hex: str) -> None:
+    """The engine process's main: build the backend and engine, then serve server processes."""
+    from .closet.store import Closet
+    from .codec import ImageLimits
+    from .config import ServerConfig
+    from .engine import FrameEngine
+    from .pose.timeline import KeypointTimeline
+    from .pose.worker import BatchConfig
+    from .render.annotators import GarmentAnnotator
+    from .server.pipeline import backend_factory
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServerConfig.from_mapping({k: v for k, v in config_values.items() if k != "engine_address"})
+    factory = backend_factory(config)
+    backend = factory()
+    limits = ImageLimits(
+        config.max_frame_bytes,
+        config.max_frame_width,
+        config.max_frame_height,
+        config.max_frame_width * config.max_frame_height,
+    )
+    batch = BatchConfig(config.batch_max, config.batch_deadline_ms, tuple(config.inference_size))
+    device = backend.device if str(backend.device).startswith("cuda") else "cpu"
+    engine = FrameEngine(backend, batch, limits, device=device, factory=factory).warm_up().start()
+    closet_lock = threading.Lock()
+    state = {"closet": Closet(config.closet_dir), "annotators": {}}
+
+    def annotator(garment_id: str):
+        with closet_lock:
+            closet = state["closet"]
+            if garment_id not in closet:  # uploaded through another process: look again
+                closet.reload()
+            g = closet.get(garment_id)
+            ann = state["annotators"].get(garment_id)
+            if ann is None or ann.garment is not g:
+                ann = state["annotators"][garment_id] = GarmentAnnotator(g)
+            return ann
+
+    listener = Listener(address, family="AF_UNIX", authkey=bytes.fromhex(authkey_hex))
+    log.info("engine process %d serving server processes at %s", os.getpid(), address)
+    links = 0
+    while True:
+        try:
+            conn = listener.accept()
+        except Exception:  # a peer that failed authentication: refuse it, keep serving
+            log.warning("engine: a connection failed to authenticate")
+            continue
+        links += 1
+        threading.Thread(
+            target=_serve_link, args=(conn, links, engine, annotator, KeypointTimeline), daemon=True
+        ).start()
+
+
+def _serve_link(conn: Connection, number: int, engine, annotator, timeline_cls) -> None:
+    link = _Link(conn)
+    sinks: dict[str, _RemoteSink] = {}
+    link.send({"t": "hello", "backend": engine.backend.name, "device": str(engine.backend.device)})
+    try:
+        while True:
+            meta, payload = _unpack(conn.recv_bytes())
+            kind, client = meta.get("t"), str(meta.get("c"))
+            key = (number, client)
+            if kind == "frame":
+                sink = sinks.get(client)
+                if sink is None:
+                    continue
+                sink.look = tuple(meta.get("look", ()))
+                sink.jpeg_quality = int(meta.get("q", 80))
+                engine.submit(key, ClientFrame(int(meta["id"]), float(meta["cap"]), bytes(payload), float(meta["rec"])))
+            elif kind == "join":
+                sinks[client] = _RemoteSink(link, client, annotator)
+                engine.register(key, timeline_cls(), sink=sinks[client])
+            elif kind == "leave":
+                sinks.pop(client, None)
+                engine.unregister(key)
+            elif kind == "stats":
+                snap = engine.snapshot()
+                snap["dropped"] = {c: engine.dropped((number, c)) for c in sinks}
+                state, message = engine.health()
+                link.send({"t": "stats", "s": snap, "health": [state, message]})
+    except (EOFError, OSError):
+        pass
+    finally:
+        for client in sinks:
+            engine.unregister((number, client))
+        link.closed = True
+        log.info("engine: server process link %d closed (%d clients)", number, len(sinks))
+
+
+def start_engine_process(config_values: dict, timeout_s: float = 300.0) -> tuple[str, str, subprocess.Popen]:
+    """Start the engine process; returns (address, authkey hex, process) once it accepts.
+
+    A plain child process (not ``multiprocessing``): the server processes that gunicorn forks
+    afterwards must not inherit it as a multiprocessing child they would try to join. The
+    settings and the key travel in its environment, never on its command line.
+    """
+    address = os.path.join(tempfile.mkdtemp(prefix="smartcloset-"), "engine.sock")
+    authkey = secrets.token_hex(16)
+    env = dict(os.environ, SMARTCLOSET_ENGINE_CONFIG=json.dumps(config_values), SMARTCLOSET_ENGINE_KEY=authkey)
+    proc = subprocess.Popen([sys.executable, "-m", "smartcloset.engine_ipc", address], env=env)
+    atexit.register(_stop_process, proc)
+    deadline = time.monotonic() + timeout_s
+    while not os.path.exists(address):
+        if proc.poll() is not None:
+            raise RuntimeError(f"the engine process exited with code {proc.returncode}")
+        if time.monotonic() > deadline:
+            _stop_process(proc)
+            raise RuntimeError(f"the engine process was not ready after {timeout_s:.0f} s")
+        time.sleep(0.1)
+    return address, authkey, proc
+
+
+def _stop_process(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+# -- a server process's side ---------------------------------------------------------------------
+
+
+class _Backend:
+    def __init__(self, name: str, device: str) -> None:
+        self.name, self.device = name, device
+
+
+class RemoteEngine:
+    """Stands in for ``FrameEngine`` in a server process: sessions use it the same way."""
+
+    batched = True
+
+    def __init__(self, address: str, authkey_hex: str, stats_interval_s: float = 1.0) -> None:
+        from .engine import Rendered
+        from .pose.timeline import TimedKeypoints
+
+        self._Rendered, self._Timed = Rendered, TimedKeypoints
+        conn = Client(address, family="AF_UNIX", authkey=bytes.fromhex(authkey_hex))
+        self._link = _Link(conn)
+        hello, _ = _unpack(conn.recv_bytes())
+        self.backend = _Backend(hello["backend"], hello["device"])
+        self._sinks: dict[Hashable, object] = {}
+        self._lock = threading.Lock()
+        self._stats: dict = {"backend": self.backend.name, "device": self.backend.device, "pose_fps": 0.0}
+        self._health: tuple[str, str] = ("ok", "")
+        self._stop = threading.Event()
+        self._interval = stats_interval_s
+        threading.Thread(target=self._read, name="engine-link", daemon=True).start()
+        threading.Thread(target=self._poll_stats, name="engine-stats", daemon=True).start()
+
+    def start(self) -> RemoteEngine:
+        return self
+
+    # -- what sessions call ------------------------------------------------------------------------
+    def register(self, client: Hashable, timeline=None, sink=None) -> None:
+        with self._lock:
+            self._sinks[str(client)] = sink
+        self._link.send({"t": "join", "c": str(client)})
+
+    def unregister(self, client: Hashable) -> None:
+        with self._lock:
+            self._sinks.pop(str(client), None)
+        self._link.send({"t": "leave", "c": str(client)})
+
+    def submit(self, client: Hashable, frame: ClientFrame) -> None:
+        sink = self._sinks.get(str(client))
+        if sink is None:
+            return
+        meta = {
+            "t": "frame",
+            "c": str(client),
+            "id": frame.frame_id,
+            "cap": frame.capture_ms,
+            "rec": frame.received_ms,
+            "look": list(getattr(sink, "look", ())),
+            "q": getattr(sink, "jpeg_quality", 80),
+        }
+        self._link.send(meta, frame.jpeg)
+
+    def dropped(self, client: Hashable) -> int:
+        return int(self._stats.get("dropped", {}).get(str(client), 0))
+
+    def snapshot(self) -> dict:
+        return dict(self._stats, frame_path="batched in the engine process")
+
+    def health(self) -> tuple[str, str]:
+        if self._link.closed:
+            return "down", "the engine process is gone"
+        return self._health
+
+    @property
+    def alive(self) -> bool:
+        return not self._link.closed
+
+    @property
+    def client_count(self) -> int:
+        return len(self._sinks)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._link.closed = True
+        try:
+            self._link.conn.close()
+        except OSError:
+            pass
+
+    # -- the link's reader ---------------------------------------------------------------------------
+    def _read(self) -> None:
+        conn = self._link.conn
+        while not self._stop.is_set():
+            try:
+                meta, payload = _unpack(conn.recv_bytes())
+            except (EOFError, OSError):
+                self._link.closed = True
+                log.error("the engine process closed its link: no more frames are rendered")
+                return
+            kind = meta.get("t")
+            if kind == "stats":
+                self._stats = meta["s"]
+                self._health = tuple(meta.get("health", ("ok", "")))  # type: ignore[assignment]
+                continue
+            sink = self._sinks.get(meta.get("c"))
+            if sink is None:
+                continue
+            frame = ClientFrame(int(meta["id"]), float(meta.get("cap", 0.0)), b"", float(meta.get("rec", 0.0)))
+            if kind == "out":
+                pose_ms = meta.get("pose")
+                pose = self._Timed(
+                    None,
+                    meta.get("src", "none"),
+                    float("nan") if pose_ms is None else pose_ms,
+                    persons=meta.get("n", 0),
+                )
+                sink.deliver(self._Rendered(frame, bytes(payload), pose))  # type: ignore[attr-defined]
+            elif kind == "err":
+                sink.frame_error(frame, ImageError(meta.get("code", "bad_jpeg"), meta.get("msg", "")))  # type: ignore[attr-defined]
+
+    def _poll_stats(self) -> None:
+        while not self._stop.wait(self._interval):
+            if not self._link.send({"t": "stats"}):
+                return
+
+
+if __name__ == "__main__":
+    run_engine_process(
+        json.loads(os.environ.pop("SMARTCLOSET_ENGINE_CONFIG")), sys.argv[1], os.environ.pop("SMARTCLOSET_ENGINE_KEY")
+    )
