@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import simple_websocket
@@ -21,6 +22,9 @@ from test_worker import FaultyBackend, wait_until
 from conftest import LiveServer
 from smartcloset.pose.worker import FaultPolicy
 from smartcloset.stream.protocol import parse_reply
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+FIGURES: list[dict] = []
 
 
 class Recorder:
@@ -103,8 +107,14 @@ def test_frames_keep_flowing_while_pose_fails_or_hangs_and_it_recovers(faulty_se
             backend.mode = "ok"
             assert wait_until(lambda: rec.status[-1]["pose"] == "ok", 10)  # told it is back ...
             back = time.monotonic()
+            during = [src for at, src in list(rec.replies) if down <= at < back]
+            FIGURES.append(
+                {"fault": fault, "outage_s": round(back - down, 2), "fps_during": round(len(during) / (back - down), 1)}
+            )
             assert wait_until(lambda b=back: {"own", "extrapolated"} & set(rec.since(b)), 10)  # ... and dressed
             assert pipeline.worker.snapshot()["pose_state"] == "ok"
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "faults.json").write_text(json.dumps(FIGURES, indent=2) + "\n")
         snap = pipeline.worker.snapshot()
         assert snap["restarts"] >= 2 and snap["hangs"] >= 1  # more while it kept failing: backoff
     finally:
