@@ -255,7 +255,16 @@ class RemoteEngine:
         self.backend = _Backend(hello["backend"], hello["device"])
         self._sinks: dict[Hashable, object] = {}
         self._lock = threading.Lock()
-        self._stats: dict = {"backend": self.backend.name, "device": self.backend.device, "pose_fps": 0.0}
+        self._stats: dict = {  # until the engine's first answer: what sessions and /api/stats read
+            "backend": self.backend.name,
+            "device": self.backend.device,
+            "pose_fps": 0.0,
+            "processed": 0,
+            "mean_batch_size": None,
+            "clients": 0,
+            "stage_ms_p50": {},
+            "dropped": {},
+        }
         self._health: tuple[str, str] = ("ok", "")
         self._stop = threading.Event()
         self._interval = stats_interval_s

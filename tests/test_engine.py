@@ -1,0 +1,208 @@
+"""The batched frame path (``FrameEngine``; ``--render batched``) on the CPU build of torch, and
+the engine process that serves several server processes (``--processes N``)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from smartcloset import codec  # noqa: E402
+from smartcloset.bench import free_port, start_server, stop_server  # noqa: E402
+from smartcloset.closet.store import Closet  # noqa: E402
+from smartcloset.engine import FrameEngine  # noqa: E402
+from smartcloset.pose.simulate import standing_keypoints  # noqa: E402
+from smartcloset.pose.timeline import KeypointTimeline  # noqa: E402
+from smartcloset.pose.types import FramePose, Person  # noqa: E402
+from smartcloset.pose.worker import BatchConfig  # noqa: E402
+from smartcloset.render.annotators import GarmentAnnotator  # noqa: E402
+from smartcloset.stream.protocol import ClientFrame, pack_frame, parse_reply  # noqa: E402
+
+W, H = 320, 180  # small frames: the CPU build of torch renders them quickly
+
+
+class StandingBackend:
+    """A person standing in the middle of every image; optionally failing on purpose."""
+
+    name = "standing"
+    device = "cpu"
+    max_inflight = 1
+
+    def __init__(self) -> None:
+        self.fail = False
+        self.calls = 0
+
+    def infer(self, images, streams):
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("injected pose failure")
+        out = []
+        for img in images:
+            kp = standing_keypoints()
+            kp[:, 0] *= img.shape[1] / 1280
+            kp[:, 1] *= img.shape[0] / 720
+            out.append(FramePose([Person([0, 0, img.shape[1], img.shape[0]], 1.0, kp)]))
+        return out
+
+    def release(self, stream) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Sink:
+    jpeg_quality = 85
+
+    def __init__(self, look) -> None:
+        self.look_annotators = look
+        self.delivered: list = []
+        self.errors: list = []
+        self.lock = threading.Lock()
+
+    def render_look(self):
+        return self.look_annotators
+
+    def deliver(self, rendered) -> None:
+        with self.lock:
+            self.delivered.append(rendered)
+
+    def frame_error(self, frame, error) -> None:
+        with self.lock:
+            self.errors.append((frame.frame_id, error.code))
+
+
+@pytest.fixture(scope="module")
+def look():
+    return [GarmentAnnotator(Closet(user_dir="/nonexistent").get("tshirt-navy"))]
+
+
+@pytest.fixture()
+def engine():
+    backend = StandingBackend()
+    eng = FrameEngine(backend, BatchConfig(8, 5.0, (W, H)), device="cpu").start()
+    yield eng
+    eng.stop()
+
+
+def _jpeg(shift: int = 0) -> bytes:
+    rng = np.random.default_rng(shift)
+    img = np.full((H, W, 3), 120, np.uint8) + rng.integers(0, 20, (H, W, 3), dtype=np.uint8)
+    return codec.encode(img, 90)
+
+
+def _frame(i: int, jpeg: bytes) -> ClientFrame:
+    now = time.time() * 1000
+    return ClientFrame(i, now, jpeg, now)
+
+
+def _wait(pred, timeout: float = 30.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_every_frame_comes_back_drawn_with_its_own_pose(engine, look):
+    sink = Sink(look)
+    engine.register("a", KeypointTimeline(), sink=sink)
+    jpeg = _jpeg()
+    for i in range(3):
+        engine.submit("a", _frame(i, jpeg))
+        assert _wait(lambda i=i: len(sink.delivered) > i)
+    r = sink.delivered[-1]
+    assert r.frame.frame_id == 2 and r.pose.source == "own" and r.pose.persons == 1
+    out, src = codec.decode(r.jpeg), codec.decode(jpeg)
+    assert out.shape == src.shape
+    chest = (int(640 * W / 1280), int(300 * H / 720))  # between the shoulders and the hips
+    diff = np.abs(out.astype(int) - src.astype(int)).sum(axis=2)
+    assert diff[chest[1] - 3 : chest[1] + 3, chest[0] - 3 : chest[0] + 3].mean() > 60  # the shirt is there
+    assert np.median(diff[:, :20]) < 15  # the background is not touched
+
+
+def test_a_client_flooding_frames_cannot_starve_the_others(engine, look):
+    sinks = {k: Sink(look) for k in ("fast", "slow1", "slow2")}
+    for k, s in sinks.items():
+        engine.register(k, KeypointTimeline(), sink=s)
+    jpeg = _jpeg(1)
+    for i in range(40):
+        for _ in range(10):
+            engine.submit("fast", _frame(i, jpeg))
+        engine.submit("slow1", _frame(i, jpeg))
+        engine.submit("slow2", _frame(i, jpeg))
+        time.sleep(0.03)
+    assert _wait(lambda: all(len(s.delivered) >= 3 for s in sinks.values()))
+    counts = {k: len(s.delivered) for k, s in sinks.items()}
+    # One frame per client per batch, oldest-waiting first: ten times the frames buys no more.
+    assert min(counts.values()) >= 0.5 * max(counts.values()), counts
+    assert engine.dropped("fast") >= 300  # the flood was dropped (newest wins), and counted
+
+
+def test_a_corrupt_frame_is_reported_to_its_client_only(engine, look):
+    good, bad = Sink(look), Sink(look)
+    engine.register("good", KeypointTimeline(), sink=good)
+    engine.register("bad", KeypointTimeline(), sink=bad)
+    jpeg = _jpeg(2)
+    engine.submit("bad", _frame(7, jpeg[: len(jpeg) // 2]))  # truncated mid-scan
+    engine.submit("good", _frame(8, jpeg))
+    assert _wait(lambda: bad.errors and good.delivered)
+    assert bad.errors == [(7, "bad_jpeg")] and not bad.delivered
+    assert good.delivered[0].frame.frame_id == 8
+
+
+def test_frames_keep_coming_while_the_pose_model_fails(engine, look):
+    sink = Sink(look)
+    engine.register("a", KeypointTimeline(), sink=sink)
+    jpeg = _jpeg(3)
+    engine.submit("a", _frame(0, jpeg))
+    assert _wait(lambda: sink.delivered)
+    engine.backend.fail = True
+    for i in range(1, 4):
+        engine.submit("a", _frame(i, jpeg))
+        assert _wait(lambda i=i: len(sink.delivered) > i), "no frame came back while pose failed"
+    assert all(r.pose.source != "own" for r in sink.delivered[1:])  # drawn from the timeline
+    assert engine.snapshot()["errors"] >= 1
+
+
+def test_processes_share_one_engine_process(video_jpegs):
+    """``serve --render batched --processes 2``: two socket processes, one engine process; every
+    client's frames come back posed and drawn."""
+    import simple_websocket
+
+    small = [codec.encode(cv2.resize(codec.decode(j), (W, H)), 85) for j in video_jpegs[:10]]
+    port = free_port()
+    proc = start_server(port, "--render", "batched", "--processes", "2", "--inference-size", f"{W}x{H}")
+    try:
+        clients = [simple_websocket.Client.connect(f"ws://127.0.0.1:{port}/ws") for _ in range(3)]
+        replies: list[list] = [[] for _ in clients]
+        for ws in clients:
+            hello = json.loads(ws.receive(timeout=10))
+            assert hello["type"] == "hello" and hello["backend"] == "mediapipe"
+        for i in range(10):
+            for ws in clients:
+                ws.send(pack_frame(i, time.time() * 1000, small[i]))
+            time.sleep(0.25)
+            for k, ws in enumerate(clients):
+                while (msg := ws.receive(timeout=0.01)) is not None:
+                    if isinstance(msg, bytes):
+                        replies[k].append(parse_reply(msg)[0])
+        end = time.monotonic() + 20
+        while time.monotonic() < end and min(len(r) for r in replies) < 5:
+            for k, ws in enumerate(clients):
+                msg = ws.receive(timeout=0.2)
+                if isinstance(msg, bytes):
+                    replies[k].append(parse_reply(msg)[0])
+        for ws in clients:
+            ws.close()
+    finally:
+        stop_server(proc)
+    assert all(len(r) >= 5 for r in replies), [len(r) for r in replies]
+    assert sum(h.pose_source == "own" for r in replies for h in r) >= 10
