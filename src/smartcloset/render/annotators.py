@@ -19,7 +19,7 @@ from ..closet.garment import Garment
 from ..pose.timeline import TimedKeypoints
 from ..pose.types import KP
 from .composite import composite, premultiply
-from .mesh import MIN_SCORE, GarmentMesh, body_frame, skin
+from .mesh import MIN_SCORE, GarmentMesh, body_frame, part_transforms, skin
 from .occlusion import arm_mask, restore
 from .shading import Shading, shade
 from .warp import warp_mesh
@@ -36,6 +36,14 @@ class Placement:
     level: int
     src: np.ndarray  # (N, 2) texture pixels of pyramid level ``level``
     dst: np.ndarray  # (N, 2) frame pixels
+
+
+@dataclass
+class Rig:
+    """A garment's part transforms for one body (skinned later, anywhere)."""
+
+    level: int
+    matrices: np.ndarray  # (P, 3, 3), garment pixels -> frame pixels, in ``mesh.weights`` order
 
 
 class GarmentAnnotator:
@@ -69,17 +77,29 @@ class GarmentAnnotator:
         """The premultiplied BGRA texture, full size first, each level half the one before."""
         return self._pyramid
 
+    def rig(self, keypoints: np.ndarray) -> Rig | None:
+        """The body's part transforms, in ``mesh.weights`` order, and the pyramid level: what the
+        batched renderer needs to skin the mesh itself, on the GPU. None when the root is not seen."""
+        body = body_frame(keypoints, self.mesh)
+        if body is None:
+            return None
+        parts = part_transforms(self.mesh, body)
+        matrices = np.stack([parts.get(name, np.eye(3)) for name in self.mesh.weights])
+        return Rig(self._level(body), matrices)
+
+    def _level(self, body) -> int:
+        pair = body.hips if self.garment.category == "bottom" else body.shoulders
+        scale = np.linalg.norm(pair[0] - pair[1]) / self._root_width
+        return int(np.clip(math.floor(math.log2(1.0 / max(scale, 1e-3))), 0, len(self._pyramid) - 1))
+
     def placement(self, keypoints: np.ndarray) -> Placement | None:
         """Where the mesh lands on this body, and which pyramid level to sample: the geometry the
         CPU and the batched (GPU) renderers share. None when the garment's root is not seen."""
         body = body_frame(keypoints, self.mesh)
         if body is None:
             return None
-        dst = skin(self.mesh, body)
-        pair = body.hips if self.garment.category == "bottom" else body.shoulders
-        scale = np.linalg.norm(pair[0] - pair[1]) / self._root_width
-        level = int(np.clip(math.floor(math.log2(1.0 / max(scale, 1e-3))), 0, len(self._pyramid) - 1))
-        return Placement(level, self.mesh.vertices / (2**level), dst)
+        level = self._level(body)
+        return Placement(level, self.mesh.vertices / (2**level), skin(self.mesh, body))
 
     def annotate(self, frame: np.ndarray, pose: TimedKeypoints) -> np.ndarray:
         """The whole garment, unshaded, with no arm in front: the simplest use."""

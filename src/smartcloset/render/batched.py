@@ -42,43 +42,46 @@ MAX_SEGMENTS = 4  # forearm + hand, per side
 
 @dataclass
 class _Warp:
+    """One mesh layer of one garment on one frame: skinned on the device from its rig."""
+
     frame: int
     annotator: GarmentAnnotator
     level: int
-    src: np.ndarray
-    dst: np.ndarray
-    triangles: np.ndarray
+    rig: int  # row of this garment's skinned vertices (``_Skinned``)
+    layer: int
+
+
+@dataclass
+class _Mesh:
+    """A garment's mesh on the device, uploaded once."""
+
+    vertices: torch.Tensor  # (N, 3) homogeneous garment pixels
+    weights: torch.Tensor  # (P, N) part weights
+    layers: list[torch.Tensor]  # (T, 3) triangles per layer
+    used: list[torch.Tensor]  # vertices each layer uses
 
 
 _RESTORE = "restore"
 
 
-def _triangle_affines(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per triangle (T, 3, 2 points): the 2x3 affine taking destination to source pixels, the 2x3
-    map from destination pixels to barycentric (l1, l2), and whether the triangle has an area.
-
-    Closed form (a 2x2 inverse per triangle): numpy's batched ``inv`` of 3x3 matrices costs
-    ~5 ms for the 14,000 triangles of a 32-frame batch, this ~0.3 ms.
-    """
+def _triangle_affines(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per triangle ((T, 3, 2) points): the 2x3 affine taking destination to source pixels, the
+    2x3 map from destination pixels to barycentric (l1, l2), and whether it has an area. Closed
+    form, a 2x2 inverse per triangle, on the device."""
     d0 = dst[:, 0]
     e1, e2 = dst[:, 1] - d0, dst[:, 2] - d0
     det = e1[:, 0] * e2[:, 1] - e2[:, 0] * e1[:, 1]
-    valid = np.abs(det) > 1e-6  # a collapsed triangle maps nothing
-    inv_det = np.where(valid, 1.0 / np.where(valid, det, 1.0), 0.0)
-    # barycentric rows: l1 = a*x + b*y + c, l2 = d*x + e*y + f (elementwise: tiny batched matmuls
-    # are slow in numpy)
-    a, b = e2[:, 1] * inv_det, -e2[:, 0] * inv_det
-    d, e = -e1[:, 1] * inv_det, e1[:, 0] * inv_det
+    valid = det.abs() > 1e-6  # a collapsed triangle maps nothing
+    inv = torch.where(valid, 1.0 / torch.where(valid, det, torch.ones_like(det)), torch.zeros_like(det))
+    a, b = e2[:, 1] * inv, -e2[:, 0] * inv
+    d, e = -e1[:, 1] * inv, e1[:, 0] * inv
     c = -(a * d0[:, 0] + b * d0[:, 1])
     f = -(d * d0[:, 0] + e * d0[:, 1])
-    bary = np.stack([np.stack([a, b, c], 1), np.stack([d, e, f], 1)], 1)
-    # source = s0 + l1 * (s1 - s0) + l2 * (s2 - s0)
+    bary = torch.stack([torch.stack([a, b, c], 1), torch.stack([d, e, f], 1)], 1)  # (T, 2, 3)
     s0 = src[:, 0]
-    u1, u2 = src[:, 1] - s0, src[:, 2] - s0
-    rows = [u1[:, k, None] * bary[:, 0] + u2[:, k, None] * bary[:, 1] for k in range(2)]
-    for k in range(2):
-        rows[k][:, 2] += s0[:, k]
-    affine = np.stack(rows, 1)
+    u1, u2 = src[:, 1] - s0, src[:, 2] - s0  # source = s0 + l1 * u1 + l2 * u2
+    affine = u1[:, :, None] * bary[:, 0:1, :] + u2[:, :, None] * bary[:, 1:2, :]
+    affine[:, :, 2] += s0
     return affine, bary, valid
 
 
@@ -109,17 +112,39 @@ class BatchRenderer:
         self.occlusion = occlusion
         self.shading = shading
         self._textures: dict[tuple[int, int], torch.Tensor] = {}
-        self._used: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._meshes: dict[int, tuple[GarmentAnnotator, _Mesh]] = {}
 
-    def _vertices_of(self, triangles: np.ndarray) -> np.ndarray:
-        """The vertices a layer uses (layers are the annotators' own arrays: cached by identity)."""
-        key = id(triangles)
-        hit = self._used.get(key)
-        if hit is None or hit[0] is not triangles:
-            if len(self._used) > 1024:
-                self._used.clear()
-            hit = self._used[key] = (triangles, np.unique(triangles))
+    def _mesh(self, annotator: GarmentAnnotator) -> _Mesh:
+        hit = self._meshes.get(id(annotator))
+        if hit is None or hit[0] is not annotator:
+            mesh, dev = annotator.mesh, self.device
+            v = np.concatenate([mesh.vertices, np.ones((len(mesh.vertices), 1))], axis=1)
+            layers = [t for _, t in annotator.layers]
+            built = _Mesh(
+                torch.from_numpy(v.astype(np.float32)).to(dev),
+                torch.from_numpy(np.stack(list(mesh.weights.values())).astype(np.float32)).to(dev),
+                [torch.from_numpy(t.astype(np.int64)).to(dev) for t in layers],
+                [torch.from_numpy(np.unique(t).astype(np.int64)).to(dev) for t in layers],
+            )
+            if len(self._meshes) > 256:
+                self._meshes.clear()
+            hit = self._meshes[id(annotator)] = (annotator, built)
         return hit[1]
+
+    def _skin(self, rigs: list[tuple[GarmentAnnotator, np.ndarray]]) -> dict[int, torch.Tensor]:
+        """Frame-pixel vertices of every rig, blended from its part transforms on the device:
+        {id(annotator): (R, N, 2)}, rows in the order the rigs of that garment were listed."""
+        by_garment: dict[int, list] = {}
+        for ann, matrices in rigs:
+            by_garment.setdefault(id(ann), [ann, []])[1].append(matrices)
+        out = {}
+        for key, (ann, mats) in by_garment.items():
+            m = self._mesh(ann)
+            H = torch.from_numpy(np.stack(mats).astype(np.float32)).to(self.device)  # (R, P, 3, 3)
+            hv = torch.einsum("rpij,nj->rpni", H, m.vertices)  # (R, P, N, 3)
+            pos = hv[..., :2] / hv[..., 2:3]
+            out[key] = torch.einsum("pn,rpnk->rnk", m.weights, pos)
+        return out
 
     # -- textures ---------------------------------------------------------------------------
     def texture(self, annotator: GarmentAnnotator, level: int) -> torch.Tensor:
@@ -148,24 +173,30 @@ class BatchRenderer:
         b, _, h, w = frames.shape
         steps: list[list] = []
         segments: list[list] = []
+        rigs: list[tuple[GarmentAnnotator, np.ndarray]] = []
+        rows: dict[int, int] = {}  # next rig row per garment
         for f in range(b):
             kp = poses[f].keypoints
             plan: list = []
             segs = arm_segments(kp) if (kp is not None and self.occlusion) else []
             if kp is not None:
                 for g in looks[f]:
-                    place = g.placement(kp)
-                    if place is None:
+                    rig = g.rig(kp)
+                    if rig is None:
                         continue
-                    warp = lambda tris: _Warp(f, g, place.level, place.src, place.dst, tris)  # noqa: E731, B023
-                    plan += [warp(t) for kind, t in g.layers if kind == "body"]
+                    row = rows.get(id(g), 0)
+                    rows[id(g)] = row + 1
+                    rigs.append((g, rig.matrices))
+                    kinds = [kind for kind, _ in g.layers]
+                    plan += [_Warp(f, g, rig.level, row, i) for i, k in enumerate(kinds) if k == "body"]
                     if segs:
                         plan.append(_RESTORE)
-                    plan += [warp(t) for kind, t in g.layers if kind == "sleeve"]
+                    plan += [_Warp(f, g, rig.level, row, i) for i, k in enumerate(kinds) if k == "sleeve"]
             steps.append(plan)
             segments.append(segs)
         if not any(steps):
             return frames
+        skinned = self._skin(rigs)
         canvas = frames.float()
         factor = self._shading(frames) if self.shading else None
         arms = self._arms(segments, (h, w), poses) if any(segments) else None
@@ -181,7 +212,7 @@ class BatchRenderer:
                 roi.mul_(1 - m).add_(original * m)
             warps = [p[k] for p in steps if k < len(p) and isinstance(p[k], _Warp)]
             if warps:
-                self._draw(canvas, warps, factor)
+                self._draw(canvas, warps, skinned, factor)
         return canvas.round_().clamp_(0, 255).to(torch.uint8)
 
     # -- shading -------------------------------------------------------------------------------
@@ -236,24 +267,41 @@ class BatchRenderer:
         return mask, (int(x0), int(y0))
 
     # -- warp + composite --------------------------------------------------------------------------
-    def _draw(self, canvas: torch.Tensor, warps: list[_Warp], factor: torch.Tensor | None) -> None:
+    def _draw(self, canvas: torch.Tensor, warps: list[_Warp], skinned: dict, factor: torch.Tensor | None) -> None:
         _, _, h, w = canvas.shape
         s = self.map_step
-        boxes = []
-        for j in warps:
-            used = j.dst[self._vertices_of(j.triangles)]
-            boxes.append((used.min(axis=0), used.max(axis=0)))
-        lo = np.floor(np.min([b[0] for b in boxes], axis=0)).astype(int)
-        hi = np.ceil(np.max([b[1] for b in boxes], axis=0)).astype(int) + 1
+        # Per (garment, layer): the triangles of every frame wearing it, in frame pixels.
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, j in enumerate(warps):
+            groups.setdefault((id(j.annotator), j.layer), []).append(i)
+        tri_dst, tri_src, owner, boxes = [], [], [], []
+        for (key, layer), idx in groups.items():
+            j0 = warps[idx[0]]
+            m = self._mesh(j0.annotator)
+            rows = torch.tensor([warps[i].rig for i in idx], device=self.device)
+            dst = skinned[key].index_select(0, rows)  # (J, N, 2)
+            used = dst[:, m.used[layer]]
+            boxes.append(torch.cat([used.amin(dim=(0, 1)), used.amax(dim=(0, 1))]))
+            tris = m.layers[layer]
+            tri_dst.append(dst[:, tris].reshape(-1, 3, 2))
+            scale = torch.tensor([2.0 ** -warps[i].level for i in idx], device=self.device)
+            tri_src.append((m.vertices[tris][None, :, :, :2] * scale[:, None, None, None]).reshape(-1, 3, 2))
+            owner.append(torch.tensor(idx, device=self.device).repeat_interleave(len(tris)))
+        box = torch.stack(boxes)
+        lo_hi = torch.cat([box[:, :2].amin(dim=0), box[:, 2:].amax(dim=0)]).cpu().numpy()  # one sync
+        if not np.isfinite(lo_hi).all():
+            return
         # The coarse grid sits on the frame's lattice (multiples of the step), whatever the batch's
         # box: a frame renders the same alone or in any batch.
-        x0, y0 = max(int(lo[0]) // s * s, 0), max(int(lo[1]) // s * s, 0)
-        x1, y1 = min(int(hi[0]), w), min(int(hi[1]), h)
+        x0, y0 = max(int(np.floor(lo_hi[0])) // s * s, 0), max(int(np.floor(lo_hi[1])) // s * s, 0)
+        x1, y1 = min(int(np.ceil(lo_hi[2])) + 1, w), min(int(np.ceil(lo_hi[3])) + 1, h)
         if x1 <= x0 or y1 <= y0:
             return
         bw, bh = x1 - x0, y1 - y0
         gw, gh = (bw + s - 1) // s + 1, (bh + s - 1) // s + 1
-        maps = self._rasterise(warps, (x0, y0), (gw, gh))  # (J, 2, gh, gw) texture pixels
+        origin = torch.tensor([x0, y0], device=self.device, dtype=torch.float32)
+        coarse = (torch.cat(tri_dst) - origin) / s
+        maps = self._rasterise(len(warps), torch.cat(tri_src), coarse, torch.cat(owner), (gw, gh))
         if s > 1:  # coarse point j sits at full pixel j * s: align_corners on a grid of (g-1)*s+1
             maps = F.interpolate(maps, size=((gh - 1) * s + 1, (gw - 1) * s + 1), mode="bilinear", align_corners=True)
         maps = maps[:, :, :bh, :bw]
@@ -261,10 +309,10 @@ class BatchRenderer:
         # A patch for every frame of the batch (transparent where a frame has no layer at this
         # step), so the composite is one in-place op on a view - no scatter into the canvas.
         patches = torch.zeros((b, 4, bh, bw), device=self.device)
-        groups: dict[tuple[int, int], list[int]] = {}
+        textures: dict[tuple[int, int], list[int]] = {}
         for i, j in enumerate(warps):
-            groups.setdefault((id(j.annotator), j.level), []).append(i)
-        for idx in groups.values():
+            textures.setdefault((id(j.annotator), j.level), []).append(i)
+        for idx in textures.values():
             j0 = warps[idx[0]]
             tex = self.texture(j0.annotator, j0.level)
             th, tw = tex.shape[-2:]
@@ -282,58 +330,40 @@ class BatchRenderer:
         roi = canvas[:, :, y0:y1, x0:x1]
         roi.mul_(1.0 - alpha / 255.0).add_(rgb)
 
-    def _rasterise(self, warps: list[_Warp], origin: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
+    def _rasterise(
+        self, n: int, src: torch.Tensor, dst: torch.Tensor, owner: torch.Tensor, grid: tuple[int, int]
+    ) -> torch.Tensor:
         """Per warp, the coarse map (2, gh, gw) of source texture coordinates (``_OUTSIDE`` off
-        the mesh). Every triangle of every warp tests a window of coarse pixels over its box."""
+        the mesh): every triangle (coarse ``dst`` points, owned by warp ``owner``) tests a window
+        of coarse pixels over its box and writes the pixels inside it."""
         gw, gh = grid
-        s = self.map_step
-        tri_src, tri_dst, owner = [], [], []
-        for n, j in enumerate(warps):
-            tri_src.append(j.src[j.triangles])
-            tri_dst.append((j.dst[j.triangles] - origin) / s)
-            owner.append(np.full(len(j.triangles), n))
-        src = np.concatenate(tri_src).astype(np.float64)
-        dst = np.concatenate(tri_dst).astype(np.float64)
-        own = np.concatenate(owner)
         affine, bary, valid = _triangle_affines(src, dst)  # coarse frame pixel -> texture pixel
-        lo = np.floor(dst.min(axis=1)).astype(np.int64)
-        hi = np.ceil(dst.max(axis=1)).astype(np.int64)
-        lo = np.maximum(lo, 0)
-        hi = np.minimum(hi, [gw - 1, gh - 1])
-        keep = valid & (hi >= lo).all(axis=1)
-        n = len(warps) * gh * gw
-        maps = torch.full((n + 1, 2), _OUTSIDE, device=self.device)  # + a spare row for misses
-        if not keep.any():
-            return maps[:n].view(len(warps), gh, gw, 2).permute(0, 3, 1, 2)
-        affine, bary, lo, own = affine[keep], bary[keep], lo[keep], own[keep]
-        extent = (hi[keep] - lo).max(axis=1) + 1
-        # Triangles bucketed by window size (powers of two), so one big triangle does not make
-        # every triangle test a big window; each bucket chunked to bound the memory.
-        bucket = np.maximum(3, np.ceil(np.log2(extent)).astype(int))
-        for bexp in np.unique(bucket):
-            sel = np.flatnonzero(bucket == bexp)
-            k = 1 << int(bexp)
+        lo = dst.amin(dim=1).floor().clamp_(min=0)
+        hi = torch.minimum(dst.amax(dim=1).ceil(), torch.tensor([gw - 1.0, gh - 1.0], device=self.device))
+        keep = valid & (hi >= lo).all(dim=1)
+        extent = torch.where(keep, (hi - lo).amax(dim=1) + 1, torch.zeros_like(lo[:, 0]))
+        k = int(extent.max().item())  # one sync: the window every triangle tests
+        size = n * gh * gw
+        maps = torch.full((size + 1, 2), _OUTSIDE, device=self.device)  # + a spare row for misses
+        if k > 0:
+            k = 1 << max(3, (k - 1).bit_length())
+            lo = torch.where(keep[:, None], lo, torch.full_like(lo, -1e6))  # dropped: all misses
             chunk = max(1, MAX_WINDOW_ELEMENTS // (k * k))
-            for c in range(0, len(sel), chunk):
-                part = sel[c : c + chunk]
-                self._scatter(maps, affine[part], bary[part], lo[part], own[part], k, (gw, gh))
-        return maps[:n].view(len(warps), gh, gw, 2).permute(0, 3, 1, 2)
+            for c in range(0, len(dst), chunk):
+                sl = slice(c, c + chunk)
+                self._scatter(maps, affine[sl], bary[sl], lo[sl].long(), owner[sl], k, grid)
+        return maps[:size].view(n, gh, gw, 2).permute(0, 3, 1, 2)
 
-    def _scatter(self, maps, affine, bary, lo, own, k: int, grid: tuple[int, int]) -> None:
+    def _scatter(self, maps, A, Bm, lo_t, own_t, k: int, grid: tuple[int, int]) -> None:
         gw, gh = grid
-        dev = self.device
-        A = torch.from_numpy(affine.astype(np.float32)).to(dev)  # (T, 2, 3)
-        Bm = torch.from_numpy(bary.astype(np.float32)).to(dev)
-        lo_t = torch.from_numpy(lo).to(dev)
-        own_t = torch.from_numpy(own).to(dev)
-        r = torch.arange(k, device=dev)
+        r = torch.arange(k, device=self.device)
         px = (lo_t[:, 0, None, None] + r[None, None, :]).expand(-1, k, k)  # (T, k, k)
         py = (lo_t[:, 1, None, None] + r[None, :, None]).expand(-1, k, k)
         fx, fy = px.float(), py.float()
         l1 = Bm[:, 0, 0, None, None] * fx + Bm[:, 0, 1, None, None] * fy + Bm[:, 0, 2, None, None]
         l2 = Bm[:, 1, 0, None, None] * fx + Bm[:, 1, 1, None, None] * fy + Bm[:, 1, 2, None, None]
         eps = 1e-4
-        inside = (l1 >= -eps) & (l2 >= -eps) & (l1 + l2 <= 1 + eps) & (px < gw) & (py < gh)
+        inside = (l1 >= -eps) & (l2 >= -eps) & (l1 + l2 <= 1 + eps) & (px >= 0) & (px < gw) & (py >= 0) & (py < gh)
         u = A[:, 0, 0, None, None] * fx + A[:, 0, 1, None, None] * fy + A[:, 0, 2, None, None]
         v = A[:, 1, 0, None, None] * fx + A[:, 1, 1, None, None] * fy + A[:, 1, 2, None, None]
         lin = (own_t[:, None, None] * gh + py) * gw + px

@@ -295,10 +295,12 @@ def _three_point(src: list[np.ndarray], dst: list[np.ndarray]) -> np.ndarray:
     return cv2.getAffineTransform(np.array(src, np.float32), np.array(dst, np.float32)).astype(np.float64)
 
 
-def skin(mesh: GarmentMesh, body: BodyFrame) -> np.ndarray:
-    """Vertex positions (N, 2) in frame pixels for this body."""
-    a, v, w = mesh.anchors, mesh.vertices, mesh.weights
-    out = np.zeros_like(v)
+def part_transforms(mesh: GarmentMesh, body: BodyFrame) -> dict[str, np.ndarray]:
+    """Per part with any weight, the 3x3 (projective) matrix taking garment pixels to frame
+    pixels: the torso's homography, the other parts' affines. ``skin`` blends them per vertex;
+    the batched renderer blends them on the GPU for a whole batch of frames."""
+    a, w = mesh.anchors, mesh.weights
+    out: dict[str, np.ndarray] = {}
     g_hips = [a["left_hip"], a["right_hip"]]
     hip_w = np.linalg.norm(body.hips[0] - body.hips[1]) / np.linalg.norm(g_hips[0] - g_hips[1])
     if body.shoulders is not None and "left_shoulder" in a:
@@ -318,14 +320,12 @@ def skin(mesh: GarmentMesh, body: BodyFrame) -> np.ndarray:
         if name == "torso":
             if abs(cv2.contourArea(b_quad)) < 16.0 or not cv2.isContourConvex(b_quad):
                 # A twisted or collapsed torso: an affine map (shoulders, hip midpoint) cannot fold.
-                A = _three_point(
+                M = _three_point(
                     [a["left_shoulder"], a["right_shoulder"], (g_hips[0] + g_hips[1]) / 2],
                     [body.shoulders[0], body.shoulders[1], body.hips.mean(axis=0)],
                 )
-                pos = _apply(A, v)
             else:
-                Hm = cv2.getPerspectiveTransform(g_quad, b_quad)
-                pos = cv2.perspectiveTransform(v[None].astype(np.float64), Hm)[0]
+                M = cv2.getPerspectiveTransform(g_quad, b_quad)
         elif name in ("pelvis", "skirt"):
             g_mid, b_mid = (g_hips[0] + g_hips[1]) / 2, body.hips.mean(axis=0)
             if name == "skirt" and body.knees is not None:
@@ -334,7 +334,7 @@ def skin(mesh: GarmentMesh, body: BodyFrame) -> np.ndarray:
                 _, g_down = _axes(*g_hips)
                 _, b_down = _axes(body.hips[0], body.hips[1])
                 g_low, b_low = g_mid + g_down * 100.0, b_mid + b_down * 100.0 * hip_w
-            pos = _apply(_three_point([g_hips[0], g_hips[1], g_low], [body.hips[0], body.hips[1], b_low]), v)
+            M = _three_point([g_hips[0], g_hips[1], g_low], [body.hips[0], body.hips[1], b_low])
         else:
             side, part = name.split("_", 1)
             i = SIDES.index(side)
@@ -345,6 +345,19 @@ def skin(mesh: GarmentMesh, body: BodyFrame) -> np.ndarray:
                 "shin": ("knee", "ankle", body.knees, body.ankles),
             }[part]
             g0, g1, b0, b1 = a[f"{side}_{bones[0]}"], a[f"{side}_{bones[1]}"], bones[2][i], bones[3][i]
-            pos = _apply(_bone_affine(g0, g1, b0, b1, cross, flip), v)
-        out += weight[:, None] * pos
+            M = _bone_affine(g0, g1, b0, b1, cross, flip)
+        out[name] = M if M.shape == (3, 3) else np.vstack([M, [0.0, 0.0, 1.0]])
+    return out
+
+
+def skin(mesh: GarmentMesh, body: BodyFrame) -> np.ndarray:
+    """Vertex positions (N, 2) in frame pixels for this body."""
+    v, w = mesh.vertices, mesh.weights
+    out = np.zeros_like(v)
+    for name, M in part_transforms(mesh, body).items():
+        if M[2, 0] == 0 and M[2, 1] == 0 and M[2, 2] == 1:
+            pos = _apply(M[:2], v)
+        else:
+            pos = cv2.perspectiveTransform(v[None].astype(np.float64), M)[0]
+        out += w[name][:, None] * pos
     return out
