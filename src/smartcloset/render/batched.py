@@ -23,6 +23,7 @@ device; the CPU build runs it in the tests, which compare it with the CPU render
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -67,26 +68,24 @@ _RESTORE = "restore"
 def _triangle_affines(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per triangle ((T, 3, 2) points): the 2x3 affine taking destination to source pixels, the
     2x3 map from destination pixels to barycentric (l1, l2), and whether it has an area. Closed
-    form, a 2x2 inverse per triangle, on the device."""
-    d0 = dst[:, 0]
-    e1, e2 = dst[:, 1] - d0, dst[:, 2] - d0
-    det = e1[:, 0] * e2[:, 1] - e2[:, 0] * e1[:, 1]
+    form, a 2x2 inverse per triangle, on the device, in few (large) operations."""
+    d0 = dst[:, 0, :, None]  # (T, 2, 1)
+    M = (dst[:, 1:] - dst[:, :1]).transpose(1, 2)  # (T, 2, 2), columns e1 = d1 - d0, e2 = d2 - d0
+    m00, m01, m10, m11 = M.reshape(-1, 4).unbind(1)
+    det = m00 * m11 - m01 * m10
     valid = det.abs() > 1e-6  # a collapsed triangle maps nothing
-    inv = torch.where(valid, 1.0 / torch.where(valid, det, torch.ones_like(det)), torch.zeros_like(det))
-    a, b = e2[:, 1] * inv, -e2[:, 0] * inv
-    d, e = -e1[:, 1] * inv, e1[:, 0] * inv
-    c = -(a * d0[:, 0] + b * d0[:, 1])
-    f = -(d * d0[:, 0] + e * d0[:, 1])
-    bary = torch.stack([torch.stack([a, b, c], 1), torch.stack([d, e, f], 1)], 1)  # (T, 2, 3)
-    s0 = src[:, 0]
-    u1, u2 = src[:, 1] - s0, src[:, 2] - s0  # source = s0 + l1 * u1 + l2 * u2
-    affine = u1[:, :, None] * bary[:, 0:1, :] + u2[:, :, None] * bary[:, 1:2, :]
-    affine[:, :, 2] += s0
+    inv_det = torch.where(valid, 1.0 / torch.where(valid, det, torch.ones_like(det)), torch.zeros_like(det))
+    minv = torch.stack([m11, -m01, -m10, m00], dim=1).view(-1, 2, 2) * inv_det[:, None, None]
+    bary = torch.cat([minv, -(minv @ d0)], dim=2)  # (T, 2, 3): pixel -> (l1, l2)
+    S = (src[:, 1:] - src[:, :1]).transpose(1, 2)  # (T, 2, 2), columns u1, u2
+    lin = S @ minv  # source = s0 + S @ minv @ (p - d0)
+    affine = torch.cat([lin, src[:, 0, :, None] - lin @ d0], dim=2)
     return affine, bary, valid
 
 
+@functools.lru_cache(maxsize=16)
 def _gaussian_kernel(sigma: float, device) -> torch.Tensor:
-    """OpenCV's kernel for float images: size round(8 sigma + 1) | 1, normalised."""
+    """OpenCV's kernel for float images: size round(8 sigma + 1) | 1, normalised (made once)."""
     k = int(round(sigma * 8 + 1)) | 1
     x = torch.arange(k, dtype=torch.float32, device=device) - (k - 1) / 2
     w = torch.exp(-(x * x) / (2 * sigma * sigma))
@@ -250,15 +249,13 @@ class BatchRenderer:
         bh, bw = int(y1 - y0), int(x1 - x0)
         ys = torch.arange(bh, device=self.device, dtype=torch.float32).view(1, 1, bh, 1)
         xs = torch.arange(bw, device=self.device, dtype=torch.float32).view(1, 1, 1, bw)
-        mask = torch.zeros((b, 1, bh, bw), device=self.device)
-        for i in range(MAX_SEGMENTS):
-            if not (seg[:, i, 4] > 0).any():
-                continue
-            ax, ay, ex, ey, r = (s[:, i, j].view(b, 1, 1, 1) for j in range(5))
-            dx, dy = ex - ax, ey - ay
-            t = (((xs - ax) * dx + (ys - ay) * dy) / (dx * dx + dy * dy).clamp_min(1e-6)).clamp_(0, 1)
-            dist = torch.sqrt((xs - ax - t * dx) ** 2 + (ys - ay - t * dy) ** 2)
-            mask = torch.maximum(mask, (r + 0.5 - dist).clamp_(0, 1) * (r > 0))
+        s = s[:, : max(1, int((seg[:, :, 4] > 0).sum(axis=1).max()))]  # only as many segments as used
+        # All segments of all frames at once: (B, S, bh, bw) distances to the capsule axes.
+        ax, ay, ex, ey, r = (c[..., None, None] for c in s.unbind(2))  # each (B, S, 1, 1)
+        dx, dy = ex - ax, ey - ay
+        t = (((xs - ax) * dx + (ys - ay) * dy) / (dx * dx + dy * dy).clamp_min(1e-6)).clamp_(0, 1)
+        dist = torch.hypot(xs - ax - t * dx, ys - ay - t * dy)
+        mask = ((r + 0.5 - dist).clamp_(0, 1) * (r > 0)).amax(dim=1, keepdim=True)  # (B, 1, bh, bw)
         for f, pose in enumerate(poses):  # cut to the person's silhouette where the backend gave one
             if segments[f] and pose.mask is not None:
                 pm = torch.as_tensor(pose.mask, dtype=torch.float32, device=self.device)[None, None]
@@ -357,16 +354,15 @@ class BatchRenderer:
     def _scatter(self, maps, A, Bm, lo_t, own_t, k: int, grid: tuple[int, int]) -> None:
         gw, gh = grid
         r = torch.arange(k, device=self.device)
-        px = (lo_t[:, 0, None, None] + r[None, None, :]).expand(-1, k, k)  # (T, k, k)
-        py = (lo_t[:, 1, None, None] + r[None, :, None]).expand(-1, k, k)
-        fx, fy = px.float(), py.float()
-        l1 = Bm[:, 0, 0, None, None] * fx + Bm[:, 0, 1, None, None] * fy + Bm[:, 0, 2, None, None]
-        l2 = Bm[:, 1, 0, None, None] * fx + Bm[:, 1, 1, None, None] * fy + Bm[:, 1, 2, None, None]
+        px = (lo_t[:, 0, None, None] + r[None, None, :]).expand(-1, k, k).reshape(len(lo_t), -1)  # (T, k*k)
+        py = (lo_t[:, 1, None, None] + r[None, :, None]).expand(-1, k, k).reshape(len(lo_t), -1)
+        ones = torch.ones_like(px, dtype=torch.float32)
+        xy1 = torch.stack([px.float(), py.float(), ones], dim=1)  # (T, 3, k*k)
+        # One batched product gives the barycentrics (rows 0-1) and the texture point (rows 2-3).
+        l1, l2, u, v = torch.bmm(torch.cat([Bm, A], dim=1), xy1).unbind(1)
         eps = 1e-4
         inside = (l1 >= -eps) & (l2 >= -eps) & (l1 + l2 <= 1 + eps) & (px >= 0) & (px < gw) & (py >= 0) & (py < gh)
-        u = A[:, 0, 0, None, None] * fx + A[:, 0, 1, None, None] * fy + A[:, 0, 2, None, None]
-        v = A[:, 1, 0, None, None] * fx + A[:, 1, 1, None, None] * fy + A[:, 1, 2, None, None]
-        lin = (own_t[:, None, None] * gh + py) * gw + px
+        lin = (own_t[:, None] * gh + py) * gw + px
         # Pixels outside their triangle go to the spare last row: no compaction, no host sync.
         lin = torch.where(inside, lin, maps.shape[0] - 1)
         maps.index_put_((lin.reshape(-1),), torch.stack([u.reshape(-1), v.reshape(-1)], dim=1))
