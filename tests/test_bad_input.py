@@ -25,21 +25,20 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
-from collections import deque
 from pathlib import Path
 
 import numpy as np
 import pytest
 import simple_websocket
+from streaming import Streamer
 from test_importer import png_header
 from test_server import BAD_MESSAGES, WsClient, wait_closed
 
 from smartcloset import codec
-from smartcloset.stream.protocol import pack_frame, parse_reply
+from smartcloset.stream.protocol import pack_frame
 
 STREAM_FPS = 15.0
 QUIET_S = 0.8
@@ -50,57 +49,6 @@ FIGURES: list[dict] = []
 
 
 # -- the well-behaved client ------------------------------------------------------------------
-
-
-class Streamer:
-    """Streams real frames at a steady rate and records when each rendered reply came back."""
-
-    def __init__(self, url: str, jpegs: list[bytes], fps: float) -> None:
-        self.client = WsClient(url)
-        self.jpegs = jpegs
-        self.fps = fps
-        self.arrivals: deque[float] = deque(maxlen=100_000)
-        self.errors: list[dict] = []
-        self.closed = threading.Event()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=f, daemon=True) for f in (self._send, self._recv)]
-        for t in self._threads:
-            t.start()
-
-    def _send(self) -> None:
-        t0, k = time.monotonic(), 0
-        while not self._stop.is_set():
-            time.sleep(max(0.0, t0 + k / self.fps - time.monotonic()))
-            try:
-                self.client.send_frame(k, self.jpegs[k % len(self.jpegs)])
-            except simple_websocket.ConnectionClosed:
-                self.closed.set()
-                return
-            k += 1
-
-    def _recv(self) -> None:
-        while not self._stop.is_set():
-            try:
-                msg = self.client.ws.receive(timeout=0.5)
-            except simple_websocket.ConnectionClosed:
-                self.closed.set()
-                return
-            if isinstance(msg, str):
-                m = json.loads(msg)
-                if m["type"] == "error":
-                    self.errors.append(m)
-            elif msg is not None:
-                parse_reply(msg)
-                self.arrivals.append(time.monotonic())
-
-    def fps_between(self, t0: float, t1: float) -> float:
-        return sum(1 for t in list(self.arrivals) if t0 <= t < t1) / (t1 - t0)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(5)
-        self.client.close()
 
 
 @pytest.fixture(scope="module")

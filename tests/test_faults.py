@@ -10,68 +10,18 @@ the garment go (pose_source "none") while pose is down, and see it come back by 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
 import pytest
-import simple_websocket
-from test_server import WsClient
+from streaming import Streamer
 from test_worker import FaultyBackend, wait_until
 
 from conftest import LiveServer
 from smartcloset.pose.worker import FaultPolicy
-from smartcloset.stream.protocol import parse_reply
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 FIGURES: list[dict] = []
-
-
-class Recorder:
-    """Streams frames at ``fps``; keeps (arrival time, pose source) per reply and every status."""
-
-    def __init__(self, url: str, jpegs: list[bytes], fps: float = 15.0) -> None:
-        self.client = WsClient(url)
-        self.jpegs = jpegs
-        self.fps = fps
-        self.replies: list[tuple[float, str]] = []
-        self.status: list[dict] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=f, daemon=True) for f in (self._send, self._recv)]
-        for t in self._threads:
-            t.start()
-
-    def _send(self) -> None:
-        t0, k = time.monotonic(), 0
-        while not self._stop.is_set():
-            time.sleep(max(0.0, t0 + k / self.fps - time.monotonic()))
-            try:
-                self.client.send_frame(k, self.jpegs[k % len(self.jpegs)])
-            except simple_websocket.ConnectionClosed:
-                return
-            k += 1
-
-    def _recv(self) -> None:
-        while not self._stop.is_set():
-            try:
-                msg = self.client.ws.receive(timeout=0.5)
-            except simple_websocket.ConnectionClosed:
-                return
-            if isinstance(msg, str):
-                m = json.loads(msg)
-                if m["type"] == "status":
-                    self.status.append(m)
-            elif msg is not None:
-                self.replies.append((time.monotonic(), parse_reply(msg)[0].pose_source))
-
-    def since(self, t: float) -> list[str]:
-        return [src for at, src in list(self.replies) if at >= t]
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(5)
-        self.client.close()
 
 
 @pytest.fixture()
@@ -91,7 +41,7 @@ def faulty_server(tmp_path):
 
 def test_frames_keep_flowing_while_pose_fails_or_hangs_and_it_recovers(faulty_server, video_jpegs):
     backend, pipeline, server = faulty_server
-    rec = Recorder(server.ws_url, video_jpegs[::3])
+    rec = Streamer(server.ws_url, video_jpegs[::3])
     try:
         assert wait_until(lambda: "own" in rec.since(0) or "extrapolated" in rec.since(0), 10)
 
