@@ -69,3 +69,17 @@ def test_frames_keep_flowing_while_pose_fails_or_hangs_and_it_recovers(faulty_se
         assert snap["restarts"] >= 2 and snap["hangs"] >= 1  # more while it kept failing: backoff
     finally:
         rec.stop()
+
+
+def test_the_watchdog_deadline_is_a_setting(tmp_path):
+    """``serve --pose-watchdog S`` reaches the worker's fault policy."""
+    from smartcloset.server import create_app
+
+    app = create_app(
+        {"TESTING": True, "POSE_BACKEND_INSTANCE": FaultyBackend(), "closet_dir": str(tmp_path), "pose_watchdog_s": 3.5}
+    )
+    pipeline = app.extensions["smartcloset"]
+    try:
+        assert pipeline.worker.faults.infer_timeout_s == 3.5
+    finally:
+        pipeline.stop()

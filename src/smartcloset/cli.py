@@ -44,6 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         closet_dir=args.closet,
         segmentation=args.segmentation,
         render=args.render,
+        pose_watchdog_s=args.pose_watchdog,
         processes=args.processes,
         transport_only=args.transport_only,
         pose_random_weights=args.random_weights,
@@ -209,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="frame path: per-client CPU threads, or one batched engine per device (auto: batched on CUDA)",
     )
     s.add_argument("--processes", type=int, default=1, help="server processes sharing the port and the GPU")
+    s.add_argument(
+        "--pose-watchdog", type=float, default=15.0, help="seconds before a stuck pose batch is abandoned (restart)"
+    )
     bench = s.add_argument_group("benchmarking only")
     bench.add_argument("--transport-only", action="store_true", help="echo frames: measure the transport alone")
     bench.add_argument("--random-weights", action="store_true", help="RTMPose with random weights (speed only)")

@@ -51,6 +51,7 @@ class ServerConfig:
     default_garments: list[str] = field(default_factory=lambda: ["tshirt-navy"])
     closet_dir: str | None = None
     stats_interval_s: float = 1.0
+    pose_watchdog_s: float = 15.0  # a pose batch running longer is abandoned and the backend rebuilt
     max_errors: int = 50  # protocol errors per session before it is closed (1008)
 
     @classmethod

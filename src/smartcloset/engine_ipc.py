@@ -117,7 +117,7 @@ def run_engine_process(config_values: dict, address: str, authkey_hex: str) -> N
     from .config import ServerConfig
     from .engine import FrameEngine
     from .pose.timeline import KeypointTimeline
-    from .pose.worker import BatchConfig
+    from .pose.worker import BatchConfig, FaultPolicy
     from .render.annotators import GarmentAnnotator
     from .server.pipeline import backend_factory
 
@@ -133,7 +133,8 @@ def run_engine_process(config_values: dict, address: str, authkey_hex: str) -> N
     )
     batch = BatchConfig(config.batch_max, config.batch_deadline_ms, tuple(config.inference_size))
     device = backend.device if str(backend.device).startswith("cuda") else "cpu"
-    engine = FrameEngine(backend, batch, limits, device=device, factory=factory).warm_up().start()
+    faults = FaultPolicy(infer_timeout_s=config.pose_watchdog_s)
+    engine = FrameEngine(backend, batch, limits, device=device, factory=factory, faults=faults).warm_up().start()
     closet_lock = threading.Lock()
     state = {"closet": Closet(config.closet_dir), "annotators": {}}
 

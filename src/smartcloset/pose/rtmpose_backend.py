@@ -199,9 +199,9 @@ class RTMPoseBackend:
         torch = self.torch
         shapes = [tuple(f.shape[1:]) for f in frames]
         if isinstance(self.detector, FullFrameDetector):  # needs the size only: no copy to the host
-            host = lambda f: (lambda: np.empty((*f.shape[1:], 0), np.uint8))  # noqa: E731
+            host = lambda f: lambda: np.empty((*f.shape[1:], 0), np.uint8)  # noqa: E731
         else:
-            host = lambda f: (lambda: f.permute(1, 2, 0).cpu().numpy())  # noqa: E731
+            host = lambda f: lambda: f.permute(1, 2, 0).cpu().numpy()  # noqa: E731
         boxes = [self._boxes(host(f), s) for f, s in zip(frames, streams)]
         owners = np.concatenate([np.full(len(b), i) for i, b in enumerate(boxes)]).astype(np.int64)
         results: list[FramePose] = [FramePose() for _ in frames]

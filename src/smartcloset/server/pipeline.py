@@ -11,7 +11,7 @@ from ..closet.store import Closet
 from ..codec import ImageLimits
 from ..config import ServerConfig
 from ..pose.backend import PoseBackend, create_backend
-from ..pose.worker import BatchConfig, PoseWorker
+from ..pose.worker import BatchConfig, FaultPolicy, PoseWorker
 from ..render.annotators import GarmentAnnotator
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class Pipeline:
             max_pixels=config.max_frame_width * config.max_frame_height,
         )
         batch = BatchConfig(config.batch_max, config.batch_deadline_ms, tuple(config.inference_size))
+        faults = FaultPolicy(infer_timeout_s=config.pose_watchdog_s)
         if config.engine_address is not None:  # --render batched --processes N: the engine process
             from ..engine_ipc import RemoteEngine
 
@@ -51,10 +52,10 @@ class Pipeline:
             from ..engine import FrameEngine
 
             device = backend.device if backend.device.startswith("cuda") else "cpu"
-            engine = FrameEngine(backend, batch, limits, device=device, factory=factory)
+            engine = FrameEngine(backend, batch, limits, device=device, factory=factory, faults=faults)
             worker: PoseWorker = engine.warm_up().start()
         else:
-            worker = PoseWorker(backend, batch, limits, factory=factory).start()
+            worker = PoseWorker(backend, batch, limits, factory=factory, faults=faults).start()
         closet = Closet(config.closet_dir)
         log.info("closet: %d garments (%s)", len(closet.list()), closet.user_dir)
         return cls(config, worker, closet, limits)
