@@ -34,7 +34,7 @@ class Streamer:
             time.sleep(max(0.0, t0 + k / self.fps - time.monotonic()))
             try:
                 self.client.send_frame(k, self.jpegs[k % len(self.jpegs)])
-            except simple_websocket.ConnectionClosed:
+            except (simple_websocket.ConnectionClosed, OSError):  # OSError: the client's close race
                 self.closed.set()
                 return
             k += 1

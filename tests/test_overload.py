@@ -170,7 +170,7 @@ class Streamer:
         while not self.stop.is_set():
             try:
                 self.ws.send(pack_frame(self.sent, time.time() * 1000, self.jpegs[self.sent % len(self.jpegs)]))
-            except simple_websocket.ConnectionClosed:
+            except (simple_websocket.ConnectionClosed, OSError):  # OSError: the client's close race
                 return
             self.sent += 1
             delay = start + self.sent / self.fps - time.monotonic()
