@@ -199,6 +199,11 @@ class BatchRenderer:
         canvas = frames.float()
         factor = self._shading(frames) if self.shading else None
         arms = self._arms(segments, (h, w), poses) if any(segments) else None
+        # Every layer of every frame warped at once (one rasterisation, one texture sample per
+        # garment level); the steps below only composite them, in each frame's order.
+        warps = [j for p in steps for j in p if isinstance(j, _Warp)]
+        drawn = self._warp_all(warps, skinned, (h, w))
+        position = {id(j): i for i, j in enumerate(warps)}
         for k in range(max(len(p) for p in steps)):
             restore = [f for f, p in enumerate(steps) if k < len(p) and p[k] is _RESTORE]
             if restore and arms is not None:
@@ -209,9 +214,9 @@ class BatchRenderer:
                 roi = canvas[:, :, y0 : y0 + m.shape[2], x0 : x0 + m.shape[3]]
                 original = frames[:, :, y0 : y0 + m.shape[2], x0 : x0 + m.shape[3]].float()
                 roi.mul_(1 - m).add_(original * m)
-            warps = [p[k] for p in steps if k < len(p) and isinstance(p[k], _Warp)]
-            if warps:
-                self._draw(canvas, warps, skinned, factor)
+            step = [position[id(p[k])] for p in steps if k < len(p) and isinstance(p[k], _Warp)]
+            if step and drawn is not None:
+                self._composite(canvas, drawn, step, warps, factor)
         return canvas.round_().clamp_(0, 255).to(torch.uint8)
 
     # -- shading -------------------------------------------------------------------------------
@@ -264,8 +269,12 @@ class BatchRenderer:
         return mask, (int(x0), int(y0))
 
     # -- warp + composite --------------------------------------------------------------------------
-    def _draw(self, canvas: torch.Tensor, warps: list[_Warp], skinned: dict, factor: torch.Tensor | None) -> None:
-        _, _, h, w = canvas.shape
+    def _warp_all(
+        self, warps: list[_Warp], skinned: dict, shape: tuple[int, int]
+    ) -> tuple[torch.Tensor, tuple[int, int, int, int]] | None:
+        """Premultiplied RGBA patches (J, 4, bh, bw) of every warp over one box of the frame, and
+        the box (x0, y0, x1, y1); None when nothing lands in the frame."""
+        h, w = shape
         s = self.map_step
         # Per (garment, layer): the triangles of every frame wearing it, in frame pixels.
         groups: dict[tuple[int, int], list[int]] = {}
@@ -287,13 +296,13 @@ class BatchRenderer:
         box = torch.stack(boxes)
         lo_hi = torch.cat([box[:, :2].amin(dim=0), box[:, 2:].amax(dim=0)]).cpu().numpy()  # one sync
         if not np.isfinite(lo_hi).all():
-            return
+            return None
         # The coarse grid sits on the frame's lattice (multiples of the step), whatever the batch's
         # box: a frame renders the same alone or in any batch.
         x0, y0 = max(int(np.floor(lo_hi[0])) // s * s, 0), max(int(np.floor(lo_hi[1])) // s * s, 0)
         x1, y1 = min(int(np.ceil(lo_hi[2])) + 1, w), min(int(np.ceil(lo_hi[3])) + 1, h)
         if x1 <= x0 or y1 <= y0:
-            return
+            return None
         bw, bh = x1 - x0, y1 - y0
         gw, gh = (bw + s - 1) // s + 1, (bh + s - 1) // s + 1
         origin = torch.tensor([x0, y0], device=self.device, dtype=torch.float32)
@@ -302,10 +311,7 @@ class BatchRenderer:
         if s > 1:  # coarse point j sits at full pixel j * s: align_corners on a grid of (g-1)*s+1
             maps = F.interpolate(maps, size=((gh - 1) * s + 1, (gw - 1) * s + 1), mode="bilinear", align_corners=True)
         maps = maps[:, :, :bh, :bw]
-        b = canvas.shape[0]
-        # A patch for every frame of the batch (transparent where a frame has no layer at this
-        # step), so the composite is one in-place op on a view - no scatter into the canvas.
-        patches = torch.zeros((b, 4, bh, bw), device=self.device)
+        patches = torch.empty((len(warps), 4, bh, bw), device=self.device)
         textures: dict[tuple[int, int], list[int]] = {}
         for i, j in enumerate(warps):
             textures.setdefault((id(j.annotator), j.level), []).append(i)
@@ -319,9 +325,21 @@ class BatchRenderer:
             out = F.grid_sample(
                 tex, grid.reshape(1, len(idx) * bh, bw, 2), mode="bilinear", padding_mode="zeros", align_corners=True
             )
-            dest = torch.tensor([warps[i].frame for i in idx], device=self.device)
-            patches.index_copy_(0, dest, out.view(4, len(idx), bh, bw).transpose(0, 1))
-        rgb, alpha = patches[:, :3], patches[:, 3:4]
+            patches[idx] = out.view(4, len(idx), bh, bw).transpose(0, 1)
+        return patches, (x0, y0, x1, y1)
+
+    def _composite(
+        self, canvas: torch.Tensor, drawn: tuple, step: list[int], warps: list[_Warp], factor: torch.Tensor | None
+    ) -> None:
+        """Composite one step's patches (one per frame at most) over the canvas, shaded."""
+        patches, (x0, y0, x1, y1) = drawn
+        b = canvas.shape[0]
+        # A patch for every frame of the batch (transparent where a frame has no layer at this
+        # step), so the composite is one in-place op on a view - no scatter into the canvas.
+        full = torch.zeros((b, 4, y1 - y0, x1 - x0), device=self.device)
+        dest = torch.tensor([warps[i].frame for i in step], device=self.device)
+        full.index_copy_(0, dest, patches[torch.tensor(step, device=self.device)])
+        rgb, alpha = full[:, :3], full[:, 3:4]
         if factor is not None:
             rgb = torch.minimum(rgb * factor[:, :, y0:y1, x0:x1], alpha)
         roi = canvas[:, :, y0:y1, x0:x1]
