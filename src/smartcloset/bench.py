@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -328,52 +330,32 @@ def run_bench(cfg: BenchConfig) -> dict:
     gpu = GpuSampler()
     try:
         wait_healthy(base, proc)
+        # Each group of clients connects, warms up and measures on its own clock (``_client_group``):
+        # in a thread for one group, in spawned processes for several (one Python cannot feed 100).
         if groups == 1:
-            clients = [BenchClient(ws_url, frames, cfg.fps, i * 7) for i in range(cfg.clients)]
-            for c in clients:
-                c.start()
-            time.sleep(cfg.warmup)
+            pool = ThreadPoolExecutor(1)
+            lead = cfg.warmup
         else:
-            import multiprocessing
-
-            ctx = multiprocessing.get_context("spawn")
-            pool = ctx.Pool(groups)
-            offsets = [[i * 7 for i in range(cfg.clients) if i % groups == g] for g in range(groups)]
-            pending = [
-                pool.apply_async(_client_group, (ws_url, frames, cfg.fps, off, cfg.warmup + 3.0, cfg.seconds))
-                for off in offsets
-            ]
-            time.sleep(cfg.warmup + 3.0)  # the children spawn, connect and warm up meanwhile
-        before = _get_json(base + "/api/stats")
-        pids = _server_pids(proc) if proc else []
-        cpu0 = sum(filter(None, (_cpu_seconds(p) for p in pids)))
-        t0 = time.monotonic()
-        with gpu:
-            if groups == 1:
-                for c in clients:
-                    c.measuring = True
-            time.sleep(cfg.seconds)
-            if groups == 1:
-                for c in clients:
-                    c.measuring = False
-        window = time.monotonic() - t0
-        after = _get_json(base + "/api/stats")
-        cpu1 = sum(filter(None, (_cpu_seconds(p) for p in pids)))
-        if groups == 1:
-            for c in clients:
-                c.stop()
-            for c in clients:
-                c.join()
-            results = [c.result for c in clients]
-            windows = [window] * len(results)
-        else:
+            pool = ProcessPoolExecutor(groups, mp_context=multiprocessing.get_context("spawn"))
+            lead = cfg.warmup + 3.0  # the children spawn and import meanwhile
+        offsets = [[i * 7 for i in range(cfg.clients) if i % groups == g] for g in range(groups)]
+        with pool:
+            pending = [pool.submit(_client_group, ws_url, frames, cfg.fps, off, lead, cfg.seconds) for off in offsets]
+            time.sleep(lead)
+            before = _get_json(base + "/api/stats")
+            pids = _server_pids(proc) if proc else []
+            cpu0 = sum(filter(None, (_cpu_seconds(p) for p in pids)))
+            t0 = time.monotonic()
+            with gpu:
+                time.sleep(cfg.seconds)
+            window = time.monotonic() - t0
+            after = _get_json(base + "/api/stats")
+            cpu1 = sum(filter(None, (_cpu_seconds(p) for p in pids)))
             results, windows = [], []
             for job in pending:
-                rs, w = job.get(timeout=cfg.seconds + cfg.warmup + 60)
+                rs, w = job.result(timeout=cfg.seconds + lead + 60)
                 results += rs
                 windows += [w] * len(rs)
-            pool.close()
-            pool.join()
     finally:
         if proc is not None:
             stop_server(proc)

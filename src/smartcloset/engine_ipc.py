@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import math
 import os
 import secrets
 import struct
@@ -100,7 +101,7 @@ class _RemoteSink:
             "id": r.frame.frame_id,
             "cap": r.frame.capture_ms,
             "rec": r.frame.received_ms,
-            "pose": None if r.pose.pose_done_ms != r.pose.pose_done_ms else r.pose.pose_done_ms,
+            "pose": None if math.isnan(r.pose.pose_done_ms) else r.pose.pose_done_ms,  # JSON has no NaN
             "src": r.pose.source,
             "n": r.pose.persons,
         }
@@ -113,28 +114,15 @@ class _RemoteSink:
 def run_engine_process(config_values: dict, address: str, authkey_hex: str) -> None:
     """The engine process's main: build the backend and engine, then serve server processes."""
     from .closet.store import Closet
-    from .codec import ImageLimits
     from .config import ServerConfig
-    from .engine import FrameEngine
     from .pose.timeline import KeypointTimeline
-    from .pose.worker import BatchConfig, FaultPolicy
     from .render.annotators import GarmentAnnotator
-    from .server.pipeline import backend_factory
+    from .server.pipeline import backend_factory, build_engine
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = ServerConfig.from_mapping({k: v for k, v in config_values.items() if k != "engine_address"})
     factory = backend_factory(config)
-    backend = factory()
-    limits = ImageLimits(
-        config.max_frame_bytes,
-        config.max_frame_width,
-        config.max_frame_height,
-        config.max_frame_width * config.max_frame_height,
-    )
-    batch = BatchConfig(config.batch_max, config.batch_deadline_ms, tuple(config.inference_size))
-    device = backend.device if str(backend.device).startswith("cuda") else "cpu"
-    faults = FaultPolicy(infer_timeout_s=config.pose_watchdog_s)
-    engine = FrameEngine(backend, batch, limits, device=device, factory=factory, faults=faults).warm_up().start()
+    engine = build_engine(config, factory(), factory)
     closet_lock = threading.Lock()
     state = {"closet": Closet(config.closet_dir), "annotators": {}}
 

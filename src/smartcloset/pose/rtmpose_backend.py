@@ -167,52 +167,39 @@ class RTMPoseBackend:
 
     # -- inference ---------------------------------------------------------------------------
     def infer(self, images: Sequence[np.ndarray], streams: Sequence[Hashable | None]) -> list[FramePose]:
-        from .rtmpose.topdown import box_to_center_scale, to_image
-
-        torch = self.torch
-        boxes = [self._boxes(img, s) for img, s in zip(images, streams)]
-        owners = np.concatenate([np.full(len(b), i) for i, b in enumerate(boxes)]).astype(np.int64)
-        results: list[FramePose] = [FramePose() for _ in images]
-        if len(owners):
-            all_boxes = np.concatenate(boxes)
-            center, scale = box_to_center_scale(all_boxes, self.input_size)
-            stream = self._stream()
-            ctx = torch.cuda.stream(stream) if stream is not None else _null()
-            with torch.no_grad(), ctx:
-                if self.use_graphs and len({img.shape for img in images}) == 1:
-                    kp, score = self._one_graph(images, owners, center, scale)
-                else:
-                    kp, score = self._stepwise(images, owners, center, scale)
-            kp_img = to_image(kp, center, scale, self.input_size)
-            for n, owner in enumerate(owners):
-                k = np.concatenate([kp_img[n], score[n][:, None]], axis=1)
-                results[owner].persons.append(Person(all_boxes[n], float(np.clip(score[n], 0, None).mean()), k))
-        for img, s, r in zip(images, streams, results):
-            self._update(s, r.persons, img.shape[:2])
-        return results
+        stream = self._stream()
+        ctx = self.torch.cuda.stream(stream) if stream is not None else _null()
+        with ctx:
+            return self._topdown(list(images), [img.shape[:2] for img in images], list(images), streams)
 
     def infer_tensors(self, frames: Sequence, streams: Sequence[Hashable | None]) -> list[FramePose]:
         """Like ``infer``, for (3, H, W) uint8 RGB tensors already on this backend's device (the
         batched frame path decodes with nvJPEG straight to the GPU). Runs on the current stream."""
+        if isinstance(self.detector, FullFrameDetector):  # needs the size only: no copy to the host
+            host = [(lambda f=f: np.empty((*f.shape[1:], 0), np.uint8)) for f in frames]
+        else:
+            host = [(lambda f=f: f.permute(1, 2, 0).cpu().numpy()) for f in frames]
+        return self._topdown(list(frames), [tuple(f.shape[1:]) for f in frames], host, streams)
+
+    def _topdown(self, frames: list, shapes: list, host: list, streams: Sequence[Hashable | None]) -> list[FramePose]:
+        """Boxes (tracked, else detected on ``host()`` pixels) -> one crop + model + decode for
+        every person of every frame -> persons in image pixels; tracks updated."""
         from .rtmpose.topdown import box_to_center_scale, to_image
 
-        torch = self.torch
-        shapes = [tuple(f.shape[1:]) for f in frames]
-        if isinstance(self.detector, FullFrameDetector):  # needs the size only: no copy to the host
-            host = lambda f: lambda: np.empty((*f.shape[1:], 0), np.uint8)  # noqa: E731
-        else:
-            host = lambda f: lambda: f.permute(1, 2, 0).cpu().numpy()  # noqa: E731
-        boxes = [self._boxes(host(f), s) for f, s in zip(frames, streams)]
+        boxes = [self._boxes(h, s) for h, s in zip(host, streams)]
         owners = np.concatenate([np.full(len(b), i) for i, b in enumerate(boxes)]).astype(np.int64)
         results: list[FramePose] = [FramePose() for _ in frames]
         if len(owners):
             all_boxes = np.concatenate(boxes)
             center, scale = box_to_center_scale(all_boxes, self.input_size)
-            with torch.no_grad():
+            with self.torch.no_grad():
                 if self.use_graphs and len(set(shapes)) == 1:
-                    kp, score = self._graph_replay(torch.stack(list(frames)), owners, center, scale)
+                    if isinstance(frames[0], np.ndarray):
+                        kp, score = self._one_graph(frames, owners, center, scale)
+                    else:
+                        kp, score = self._graph_replay(self.torch.stack(frames), owners, center, scale)
                 else:
-                    kp, score = self._stepwise(list(frames), owners, center, scale)
+                    kp, score = self._stepwise(frames, owners, center, scale)
             kp_img = to_image(kp, center, scale, self.input_size)
             for n, owner in enumerate(owners):
                 k = np.concatenate([kp_img[n], score[n][:, None]], axis=1)

@@ -35,27 +35,16 @@ class Pipeline:
         if backend is None and config.engine_address is None:
             factory = backend_factory(config)
             backend = factory()
-        limits = ImageLimits(
-            max_bytes=config.max_frame_bytes,
-            max_width=config.max_frame_width,
-            max_height=config.max_frame_height,
-            max_pixels=config.max_frame_width * config.max_frame_height,
-        )
-        batch = BatchConfig(config.batch_max, config.batch_deadline_ms, tuple(config.inference_size))
-        faults = FaultPolicy(infer_timeout_s=config.pose_watchdog_s)
+        limits = image_limits(config)
         if config.engine_address is not None:  # --render batched --processes N: the engine process
             from ..engine_ipc import RemoteEngine
 
             worker = RemoteEngine(config.engine_address, config.engine_authkey or "")  # type: ignore[assignment]
             log.info("frames go to the engine process (%s on %s)", worker.backend.name, worker.backend.device)
         elif _batched(config, backend):
-            from ..engine import FrameEngine
-
-            device = backend.device if backend.device.startswith("cuda") else "cpu"
-            engine = FrameEngine(backend, batch, limits, device=device, factory=factory, faults=faults)
-            worker: PoseWorker = engine.warm_up().start()
+            worker = build_engine(config, backend, factory)
         else:
-            worker = PoseWorker(backend, batch, limits, factory=factory, faults=faults).start()
+            worker = PoseWorker(backend, _batch(config), limits, factory=factory, faults=_faults(config)).start()
         closet = Closet(config.closet_dir)
         log.info("closet: %d garments (%s)", len(closet.list()), closet.user_dir)
         return cls(config, worker, closet, limits)
@@ -108,6 +97,35 @@ class Pipeline:
         for session in list(self.sessions):
             session.shutdown()
         self.worker.stop()
+
+
+def image_limits(config: ServerConfig) -> ImageLimits:
+    return ImageLimits(
+        max_bytes=config.max_frame_bytes,
+        max_width=config.max_frame_width,
+        max_height=config.max_frame_height,
+        max_pixels=config.max_frame_width * config.max_frame_height,
+    )
+
+
+def _batch(config: ServerConfig) -> BatchConfig:
+    return BatchConfig(config.batch_max, config.batch_deadline_ms, tuple(config.inference_size))
+
+
+def _faults(config: ServerConfig) -> FaultPolicy:
+    return FaultPolicy(infer_timeout_s=config.pose_watchdog_s)
+
+
+def build_engine(config: ServerConfig, backend: PoseBackend, factory=None):
+    """The batched frame path on the backend's device, warmed up and running (in this process,
+    or in the engine process that ``--processes N`` shares)."""
+    from ..engine import FrameEngine
+
+    device = backend.device if str(backend.device).startswith("cuda") else "cpu"
+    engine = FrameEngine(
+        backend, _batch(config), image_limits(config), device=device, factory=factory, faults=_faults(config)
+    )
+    return engine.warm_up().start()
 
 
 def backend_factory(config: ServerConfig) -> Callable[[], PoseBackend]:

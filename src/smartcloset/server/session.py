@@ -271,6 +271,7 @@ class Session:
 
     # -- the batched path's side: the engine calls these from its threads -------------------------
     def render_look(self) -> list:
+        """This client's garments' renderers, bottom layer first."""
         try:
             return [self.pipeline.annotator(g) for g in self.look]
         except KeyError:  # a garment left the closet: drop it from the look
@@ -301,12 +302,7 @@ class Session:
         if self.pose_wait_ms > 0:
             self.timeline.wait_for(frame.capture_ms, self.pose_wait_ms / 1000.0)
         pose = self.timeline.smoothed(frame.capture_ms)
-        try:
-            annotators = [self.pipeline.annotator(g) for g in self.look]
-        except KeyError:  # a garment left the closet: drop it from the look
-            self.look = [g for g in self.look if g in self.pipeline.closet]
-            annotators = [self.pipeline.annotator(g) for g in self.look]
-        look: list = [LookAnnotator(annotators)]
+        look: list = [LookAnnotator(self.render_look())]
         if self.draw_skeleton:
             look.append(SkeletonAnnotator())
         image = render_frame(image, pose, look)
