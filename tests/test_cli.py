@@ -9,6 +9,7 @@ import time
 
 import cv2
 import numpy as np
+import pytest
 import simple_websocket
 
 from conftest import torso_box
@@ -83,6 +84,15 @@ def test_tryon_video(tmp_path, fixtures_dir, video_truth):
 def test_tryon_unknown_garment(tmp_path, people_truth):
     proc = run("tryon", str(people_truth[0][0]), "-o", str(tmp_path / "x.png"), "--garment", "ballgown", check=False)
     assert proc.returncode == 2 and "ballgown" in proc.stderr
+
+
+def test_serve_refuses_fewer_than_one_engine():
+    from smartcloset.config import ServerConfig
+
+    proc = run("serve", "--engines", "0", check=False, timeout=60)
+    assert proc.returncode == 2 and "--engines: must be at least 1, got 0" in proc.stderr
+    with pytest.raises(ValueError, match="engines must be at least 1"):
+        ServerConfig.from_mapping({"engines": 0})
 
 
 def test_serve_runs_the_production_server(video_jpegs, video_truth):

@@ -206,3 +206,127 @@ def test_processes_share_one_engine_process(video_jpegs):
         stop_server(proc)
     assert all(len(r) >= 5 for r in replies), [len(r) for r in replies]
     assert sum(h.pose_source == "own" for r in replies for h in r) >= 10
+
+
+class FakeRemote:
+    """A ``RemoteEngine`` without its process: what ``EngineGroup`` routes to and reads."""
+
+    def __init__(self, pose_fps: float, health=("ok", "")) -> None:
+        self.backend = StandingBackend()
+        self.alive = True
+        self.clients: dict = {}
+        self.frames: list = []
+        self.pose_fps, self._health = pose_fps, health
+
+    @property
+    def client_count(self) -> int:
+        return len(self.clients)
+
+    def register(self, client, timeline=None, sink=None) -> None:
+        self.clients[client] = sink
+
+    def unregister(self, client) -> None:
+        self.clients.pop(client, None)
+
+    def submit(self, client, frame) -> None:
+        self.frames.append((client, frame.frame_id))
+
+    def dropped(self, client) -> int:
+        return 3 if client in self.clients else 0
+
+    def snapshot(self) -> dict:
+        dropped = {c: 3 for c in self.clients}
+        snap = {"pose_fps": self.pose_fps, "processed": 10, "clients": self.client_count, "batches": 5}
+        return snap | {"mean_batch_size": 2.0, "stage_ms_p50": {"pose": 1.0}, "dropped": dropped}
+
+    def health(self):
+        return self._health
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.alive = False
+
+
+def test_an_engine_group_gives_each_new_client_the_emptiest_engine():
+    from smartcloset.engine_ipc import EngineGroup
+
+    engines = [FakeRemote(10.0), FakeRemote(20.0, health=("degraded", "pose restarting"))]
+    group = EngineGroup(engines)  # type: ignore[arg-type]
+    for c in "abc":
+        group.register(c, sink=c)
+    assert [group.engine_of(c) for c in "abc"] == [0, 1, 0]  # ties: the lowest index
+    group.submit("b", _frame(7, b""))
+    assert engines[1].frames == [("b", 7)] and not engines[0].frames
+    group.unregister("a")
+    group.register("d")
+    assert group.engine_of("d") == 0  # a's leaving made engine 0 the emptier
+    snap = group.snapshot()
+    assert snap["pose_fps"] == 30.0 and snap["processed"] == 20 and snap["clients"] == 3
+    assert snap["dropped"] == {"b": 3, "c": 3, "d": 3} and group.dropped("b") == 3
+    assert [e["clients"] for e in snap["engines"]] == [2, 1]
+    assert group.health() == ("degraded", "pose restarting") and group.alive
+    engines[0].alive = False  # a dead engine process takes no new client, and the group is down
+    engines[0]._health = ("down", "the engine process is gone")
+    group.register("e")
+    assert group.engine_of("e") == 1 and not group.alive and group.health()[0] == "down"
+
+
+def _stats(port: int) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/stats", timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def _stream(clients, jpegs, want: int = 3) -> list[list]:
+    """Send every client the frames, 4 a second, until each has ``want`` replies (or 20 s)."""
+    replies: list[list] = [[] for _ in clients]
+    end = time.monotonic() + 20
+    i = 0
+    while time.monotonic() < end and min(len(r) for r in replies) < want:
+        for ws in clients:
+            ws.send(pack_frame(i, time.time() * 1000, jpegs[i % len(jpegs)]))
+        i += 1
+        time.sleep(0.25)
+        for k, ws in enumerate(clients):
+            while (msg := ws.receive(timeout=0.01)) is not None:
+                if isinstance(msg, bytes):
+                    replies[k].append(parse_reply(msg)[0])
+    return replies
+
+
+def test_one_process_spreads_its_clients_over_two_engine_processes(video_jpegs):
+    """``serve --render batched --engines 2``: two engine processes; a process's clients go to the
+    engine with the fewest of them, frames come back drawn from both, a leaving client frees its
+    engine's place."""
+    import simple_websocket
+
+    small = [codec.encode(cv2.resize(codec.decode(j), (W, H)), 85) for j in video_jpegs[:10]]
+    port = free_port()
+    args = ("--render", "batched", "--processes", "1", "--engines", "2", "--inference-size", f"{W}x{H}")
+    proc = start_server(port, *args)
+
+    def connect():
+        ws = simple_websocket.Client.connect(f"ws://127.0.0.1:{port}/ws")
+        assert json.loads(ws.receive(timeout=10))["type"] == "hello"  # registered with an engine by now
+        return ws
+
+    def engine_clients() -> list[int]:
+        return [e["clients"] for e in _stats(port)["engines"]]
+
+    try:
+        a, b = connect(), connect()  # a on engine 0, b on engine 1
+        replies = _stream([a, b], small)
+        assert all(len(r) >= 3 for r in replies), [len(r) for r in replies]
+        assert all(any(h.pose_source == "own" for h in r) for r in replies)  # posed and drawn on both
+        assert _wait(lambda: engine_clients() == [1, 1]), engine_clients()
+        assert "2 engine processes" in _stats(port)["frame_path"]
+        b.close()
+        assert _wait(lambda: engine_clients() == [1, 0]), engine_clients()
+        c = connect()  # to the emptier engine 1 (in turn it would be engine 0's second)
+        (from_c,) = _stream([c], small)
+        assert len(from_c) >= 3 and any(h.pose_source == "own" for h in from_c)
+        assert _wait(lambda: engine_clients() == [1, 1]), engine_clients()
+        for ws in (a, c):
+            ws.close()
+    finally:
+        stop_server(proc)

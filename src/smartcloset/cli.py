@@ -22,6 +22,16 @@ def _size(text: str) -> tuple[int, int]:
     return size
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .config import ServerConfig
     from .server.runner import serve
@@ -46,6 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         render=args.render,
         pose_watchdog_s=args.pose_watchdog,
         processes=args.processes,
+        engines=args.engines,
         transport_only=args.transport_only,
         pose_random_weights=args.random_weights,
         pose_stand_in=args.pose_stand_in,
@@ -210,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="frame path: per-client CPU threads, or one batched engine per device (auto: batched on CUDA)",
     )
     s.add_argument("--processes", type=int, default=1, help="server processes sharing the port and the GPU")
+    s.add_argument(
+        "--engines",
+        type=_at_least_one,
+        default=1,
+        help="with --render batched: GPU engine processes (one is bound by its host Python), shared by every process",
+    )
     s.add_argument(
         "--pose-watchdog", type=float, default=15.0, help="seconds before a stuck pose batch is abandoned (restart)"
     )

@@ -23,11 +23,14 @@ class ServerConfig:
     # encodes every client's frame together (nvJPEG + RTMPose + BatchRenderer on a GPU);
     # "auto": batched where RTMPose runs on CUDA, else session (faster on a CPU).
     render: str = "auto"
-    processes: int = 1  # server processes sharing the port (and the GPU), each with its own engine
+    processes: int = 1  # server processes sharing the port (and, with "batched", the engine processes)
+    # Engine processes for "batched" (engine_ipc.py), each holding the GPU: started whenever
+    # processes > 1 or engines > 1, and every server process spreads its clients over all of them.
+    engines: int = 1
     transport_only: bool = False  # benchmarks: echo each JPEG, no decode/pose/render (transport ceiling)
     pose_random_weights: bool = False  # benchmarks: RTMPose without its checkpoint (speed only)
-    engine_address: str | None = None  # set by the runner: the shared engine process's socket
-    engine_authkey: str | None = None
+    engine_addresses: list[str] = field(default_factory=list)  # set by the runner: the engine processes' sockets
+    engine_authkeys: list[str] = field(default_factory=list)  # and their keys, in the same order
     pose_stand_in: bool = False  # benchmarks: replace found poses by a standing person (see simulate.py)
     max_clients: int = 32  # WebSockets in total; past it a new one is closed with 1013 and why
     # WebSockets from one peer address (0: no limit). The peer is the socket's address (a
@@ -53,6 +56,10 @@ class ServerConfig:
     stats_interval_s: float = 1.0
     pose_watchdog_s: float = 15.0  # a pose batch running longer is abandoned and the backend rebuilt
     max_errors: int = 50  # protocol errors per session before it is closed (1008)
+
+    def __post_init__(self) -> None:
+        if self.engines < 1:
+            raise ValueError(f"engines must be at least 1, got {self.engines}")
 
     @classmethod
     def from_mapping(cls, values: dict) -> ServerConfig:

@@ -14,6 +14,10 @@ Messages are ``u32 length | JSON | JPEG`` over ``multiprocessing.connection`` (a
 a random key; ``send_bytes``/``recv_bytes`` only - nothing is pickled). The socket's own buffer is
 the bound between the processes: a server process whose engine falls behind blocks in
 ``send_bytes``, its clients' newer frames replace older ones in their inboxes.
+
+One engine process is in turn bound by its own host Python (the GPU 15-30 % busy), so
+``--engines K`` runs K of them: every server process connects to all K (``EngineGroup``) and
+gives each new client to the one with the fewest of its clients.
 """
 
 from __future__ import annotations
@@ -120,7 +124,7 @@ def run_engine_process(config_values: dict, address: str, authkey_hex: str) -> N
     from .server.pipeline import backend_factory, build_engine
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = ServerConfig.from_mapping({k: v for k, v in config_values.items() if k != "engine_address"})
+    config = ServerConfig.from_mapping(dict(config_values, engine_addresses=[], engine_authkeys=[]))
     factory = backend_factory(config)
     engine = build_engine(config, factory(), factory)
     closet_lock = threading.Lock()
@@ -189,7 +193,7 @@ def _serve_link(conn: Connection, number: int, engine, annotator, timeline_cls) 
 
 
 def start_engine_process(config_values: dict, timeout_s: float = 300.0) -> tuple[str, str, subprocess.Popen]:
-    """Start the engine process; returns (address, authkey hex, process) once it accepts.
+    """Start an engine process; returns (address, authkey hex, process) once it accepts.
 
     A plain child process (not ``multiprocessing``): the server processes that gunicorn forks
     afterwards must not inherit it as a multiprocessing child they would try to join. The
@@ -351,6 +355,95 @@ class RemoteEngine:
         while not self._stop.wait(self._interval):
             if not self._link.send({"t": "stats"}):
                 return
+
+
+class EngineGroup:
+    """K engine processes behind ``RemoteEngine``'s face (``--engines K``); sessions use it the same way.
+
+    Why: one engine process is bound by its own host Python (one GIL for the renderer's
+    per-frame Python and the codec calls) with the GPU only 15-30 % busy; K processes give K
+    GILs, and their CUDA contexts time-slice the GPU. A client stays on one engine (its slot and
+    timeline live there); a new one goes to the live engine with the fewest of this process's
+    clients (ties: the lowest index). One engine is a group of one.
+    """
+
+    batched = True
+
+    def __init__(self, engines: list[RemoteEngine]) -> None:
+        if not engines:
+            raise ValueError("an engine group needs at least one engine")
+        self.engines = engines
+        self.backend = engines[0].backend
+        self._of: dict[Hashable, RemoteEngine] = {}  # client -> its engine
+        self._lock = threading.Lock()
+
+    @classmethod
+    def connect(cls, addresses: list[str], authkeys: list[str], stats_interval_s: float = 1.0) -> EngineGroup:
+        return cls([RemoteEngine(a, k, stats_interval_s) for a, k in zip(addresses, authkeys, strict=True)])
+
+    def start(self) -> EngineGroup:
+        return self
+
+    def engine_of(self, client: Hashable) -> int | None:
+        """The index of the client's engine (None: not registered)."""
+        engine = self._of.get(client)
+        return None if engine is None else self.engines.index(engine)
+
+    def register(self, client: Hashable, timeline=None, sink=None) -> None:
+        with self._lock:  # min() keeps the first of equals: the lowest index
+            engine = min(self.engines, key=lambda e: (not e.alive, e.client_count))
+            self._of[client] = engine
+            engine.register(client, timeline, sink=sink)
+
+    def unregister(self, client: Hashable) -> None:
+        with self._lock:
+            engine = self._of.pop(client, None)
+            if engine is not None:
+                engine.unregister(client)
+
+    def submit(self, client: Hashable, frame: ClientFrame) -> None:
+        engine = self._of.get(client)
+        if engine is not None:
+            engine.submit(client, frame)
+
+    def dropped(self, client: Hashable) -> int:
+        engine = self._of.get(client)
+        return 0 if engine is None else engine.dropped(client)
+
+    def snapshot(self) -> dict:
+        """One engine's as it is; several: counts summed, stage times engine 0's, each under ``engines``."""
+        snaps = [e.snapshot() for e in self.engines]
+        if len(snaps) == 1:
+            return snaps[0]
+        merged = dict(snaps[0], frame_path=f"batched in {len(snaps)} engine processes", dropped={})
+        for key in ("pose_fps", "processed", "clients", "batches", "errors"):
+            merged[key] = sum(s.get(key) or 0 for s in snaps)
+        merged["pose_fps"] = round(merged["pose_fps"], 2)
+        sized = [(s["mean_batch_size"], s.get("batches") or 1) for s in snaps if s.get("mean_batch_size")]
+        merged["mean_batch_size"] = sum(m * n for m, n in sized) / sum(n for _, n in sized) if sized else None
+        for s in snaps:
+            merged["dropped"].update(s.get("dropped", {}))
+        keep = ("pose_fps", "processed", "clients", "mean_batch_size", "stage_ms_p50")
+        merged["engines"] = [{k: s.get(k) for k in keep} for s in snaps]
+        return merged
+
+    def health(self) -> tuple[str, str]:
+        """The worst engine's: "down" when any engine process is gone, else the first not "ok"."""
+        states = [e.health() for e in self.engines]
+        down = [h for h in states if h[0] == "down"]
+        return next(iter(down + [h for h in states if h[0] != "ok"]), ("ok", ""))
+
+    @property
+    def alive(self) -> bool:
+        return all(e.alive for e in self.engines)
+
+    @property
+    def client_count(self) -> int:
+        return len(self._of)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for engine in self.engines:
+            engine.stop(timeout)
 
 
 if __name__ == "__main__":

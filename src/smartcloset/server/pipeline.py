@@ -32,15 +32,16 @@ class Pipeline:
     @classmethod
     def start(cls, config: ServerConfig, backend: PoseBackend | None = None) -> Pipeline:
         factory = None  # rebuilds the backend when the worker restarts it (a test's instance is reused)
-        if backend is None and config.engine_address is None:
+        if backend is None and not config.engine_addresses:
             factory = backend_factory(config)
             backend = factory()
         limits = image_limits(config)
-        if config.engine_address is not None:  # --render batched --processes N: the engine process
-            from ..engine_ipc import RemoteEngine
+        if config.engine_addresses:  # --render batched --processes N / --engines K: the engine processes
+            from ..engine_ipc import EngineGroup
 
-            worker = RemoteEngine(config.engine_address, config.engine_authkey or "")  # type: ignore[assignment]
-            log.info("frames go to the engine process (%s on %s)", worker.backend.name, worker.backend.device)
+            worker = EngineGroup.connect(config.engine_addresses, config.engine_authkeys)  # type: ignore[assignment]
+            n, name, device = len(config.engine_addresses), worker.backend.name, worker.backend.device
+            log.info("frames go to %d engine process(es) (%s on %s)", n, name, device)
         elif _batched(config, backend):
             worker = build_engine(config, backend, factory)
         else:

@@ -5,14 +5,16 @@ to simple-websocket), unlike Waitress; and its ``gthread`` worker gives each Web
 thread, which is what simple-websocket's blocking API needs - no monkey-patching as with
 eventlet/gevent. One worker process: the pose worker (and its model) lives in that process and
 is shared by every client, so frames from all clients can be batched together. ``--processes N``
-runs N such workers on one port (the kernel spreads connections over them), each with its own
-engine on the same GPU: the way past one process's GIL and socket throughput - measured in
-docs/performance.md. Limits (``--max-clients``) then count per process.
+runs N such workers on one port (the kernel spreads connections over them): the way past one
+process's GIL and socket throughput - measured in docs/performance.md. Limits (``--max-clients``)
+then count per process. With ``--render batched`` and ``--processes N > 1`` or ``--engines K > 1``
+the GPU work moves to K engine processes that every worker shares (engine_ipc.py).
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from gunicorn.app.base import BaseApplication
 
@@ -41,13 +43,10 @@ def serve(config: ServerConfig, log_level: str = "info") -> None:
     from .security import ensure_token
 
     ensure_token(config)  # here, before the fork: generated once, logged once, given to the worker
-    engine = None
-    if config.processes > 1 and config.render == "batched" and not config.transport_only:
-        # One engine process holds the GPU for all server processes (engine_ipc.py says why).
-        from ..engine_ipc import start_engine_process
-
-        config.engine_address, config.engine_authkey, engine = start_engine_process(config.to_dict())
-        log.info("engine process %d ready at %s", engine.pid, config.engine_address)
+    if config.engines > 1 and (config.render != "batched" or config.transport_only):
+        log.warning("--engines %d ignored: engine processes run only with --render batched", config.engines)
+    if config.render == "batched" and not config.transport_only and (config.processes > 1 or config.engines > 1):
+        _start_engines(config)
     overrides = config.to_dict()
     options = {
         "bind": f"{config.host}:{config.port}",
@@ -66,3 +65,17 @@ def serve(config: ServerConfig, log_level: str = "info") -> None:
     }
     log.info("serving on http://%s:%d (gunicorn gthread, %d threads)", config.host, config.port, options["threads"])
     _Gunicorn(overrides, options).run()
+
+
+def _start_engines(config: ServerConfig) -> None:
+    """Start ``config.engines`` engine processes that hold the GPU for every server process
+    (engine_ipc.py says why), and give the workers their addresses and keys."""
+    from ..engine_ipc import start_engine_process
+
+    values = config.to_dict()
+    with ThreadPoolExecutor(config.engines) as pool:  # side by side: each warms up (or compiles) for a while
+        started = list(pool.map(lambda _: start_engine_process(values), range(config.engines)))
+    config.engine_addresses = [address for address, _, _ in started]
+    config.engine_authkeys = [key for _, key, _ in started]
+    for address, _, proc in started:
+        log.info("engine process %d ready at %s", proc.pid, address)
