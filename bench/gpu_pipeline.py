@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument(
         "--rows",
         default="gpu-batched,gpu-engine-x4,cpu-render",
-        help="gpu-batched (one process), gpu-engine-xN (engine process + N socket processes), cpu-render",
+        help="gpu-batched (one process), gpu-engine-xN[eK] (K engine processes, default 1, + N socket processes), cpu-render",
     )
     ap.add_argument("--processes", type=int, default=4, help="socket processes for the transport rows")
     ap.add_argument("--skip-cpu-above", type=int, default=64, help="no CPU-path row past this many clients")
@@ -80,8 +80,9 @@ def main() -> None:
         for label in args.rows.split(","):
             if label == "gpu-batched":
                 serve = [*POSE, "--render", "batched"]
-            elif label.startswith("gpu-engine-x"):
-                serve = [*POSE, "--render", "batched", "--processes", label.rsplit("x", 1)[1]]
+            elif label.startswith("gpu-engine-x"):  # gpu-engine-xN or gpu-engine-xNeK (K engine processes)
+                procs, _, engines = label.rsplit("x", 1)[1].partition("e")
+                serve = [*POSE, "--render", "batched", "--processes", procs, "--engines", engines or "1"]
             elif label == "cpu-render":
                 if n > args.skip_cpu_above:
                     continue

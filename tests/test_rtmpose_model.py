@@ -179,3 +179,21 @@ def test_folding_batchnorm_keeps_the_outputs():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     for a, b in zip(out, ref):
         assert (a - b).norm() / b.norm() < 1e-4
+
+
+def test_spp_cascaded_pools_equal_mmpose_pools():
+    """SPP computes pools 9 and 13 as pool 5 applied again (stride 1, -inf padding): the maps equal
+    MMPose's three separate pools exactly, on values with ties and negatives too."""
+    from smartcloset.pose.rtmpose.model import SPPBottleneck
+
+    torch.manual_seed(0)
+    spp = SPPBottleneck(32, (1e-5, 0.1)).eval()
+    assert spp._cascade
+    for x in (torch.randn(2, 32, 8, 6), torch.randint(-3, 3, (1, 32, 12, 9)).float()):
+        with torch.no_grad():
+            cascaded = spp(x)
+            spp._cascade = False
+            separate = spp(x)
+            spp._cascade = True
+        assert torch.equal(cascaded, separate)
+    assert not SPPBottleneck(32, (1e-5, 0.1), kernel_sizes=(3, 7))._cascade  # 7 != 2 * 3 - 1

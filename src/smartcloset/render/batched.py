@@ -160,7 +160,7 @@ class BatchRenderer:
         return tex
 
     # -- the batch ------------------------------------------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()
     def render(
         self,
         frames: torch.Tensor,
@@ -204,19 +204,32 @@ class BatchRenderer:
         warps = [j for p in steps for j in p if isinstance(j, _Warp)]
         drawn = self._warp_all(warps, skinned, (h, w))
         position = {id(j): i for i, j in enumerate(warps)}
-        for k in range(max(len(p) for p in steps)):
-            restore = [f for f, p in enumerate(steps) if k < len(p) and p[k] is _RESTORE]
-            if restore and arms is not None:
+        # What each step does, worked out on the host and uploaded in one copy: the frames that
+        # restore their arms, and (patch, frame) pairs to composite.
+        n_steps = max(len(p) for p in steps)
+        flags = np.zeros((n_steps, b), np.float32)
+        pairs: list[tuple[int, int]] = []  # (start, count) per step into ``index``
+        index: list[int] = []
+        for k in range(n_steps):
+            here = [(position[id(p[k])], f) for f, p in enumerate(steps) if k < len(p) and isinstance(p[k], _Warp)]
+            flags[k, [f for f, p in enumerate(steps) if k < len(p) and p[k] is _RESTORE]] = 1.0
+            pairs.append((len(index), len(here)))
+            index += [i for i, _ in here] + [f for _, f in here]
+        index_d = torch.from_numpy(np.asarray(index, np.int64)).to(self.device, non_blocking=True)
+        flags_d = torch.from_numpy(flags).to(self.device, non_blocking=True) if arms is not None else None
+        for k in range(n_steps):
+            if flags_d is not None and flags[k].any():
                 mask, (x0, y0) = arms
-                flag = torch.zeros((b, 1, 1, 1), device=self.device)
-                flag[restore] = 1.0
-                m = mask * flag  # frames restoring at another step: unchanged
+                m = mask * flags_d[k].view(b, 1, 1, 1)  # frames restoring at another step: unchanged
                 roi = canvas[:, :, y0 : y0 + m.shape[2], x0 : x0 + m.shape[3]]
                 original = frames[:, :, y0 : y0 + m.shape[2], x0 : x0 + m.shape[3]].float()
                 roi.mul_(1 - m).add_(original * m)
-            step = [position[id(p[k])] for p in steps if k < len(p) and isinstance(p[k], _Warp)]
-            if step and drawn is not None:
-                self._composite(canvas, drawn, step, warps, factor)
+            start, count = pairs[k]
+            if count and drawn is not None:
+                every = count == b and index[start + count : start + 2 * count] == list(range(b))
+                pos = index_d[start : start + count]
+                dest = None if every else index_d[start + count : start + 2 * count]
+                self._composite(canvas, drawn, pos, dest, factor)
         return canvas.round_().clamp_(0, 255).to(torch.uint8)
 
     # -- shading -------------------------------------------------------------------------------
@@ -280,21 +293,32 @@ class BatchRenderer:
         groups: dict[tuple[int, int], list[int]] = {}
         for i, j in enumerate(warps):
             groups.setdefault((id(j.annotator), j.layer), []).append(i)
+        # Every group's indices go up in one copy (small host-to-device copies each cost a
+        # synchronous round trip; a render used to make ~20 of them).
+        order = [i for idx in groups.values() for i in idx]
+        meta = np.array([[warps[i].rig for i in order], order, [2.0 ** -warps[i].level for i in order]], np.float32)
+        meta_d = torch.from_numpy(meta).to(self.device, non_blocking=True)
         tri_dst, tri_src, owner, boxes = [], [], [], []
+        start = 0
         for (key, layer), idx in groups.items():
             j0 = warps[idx[0]]
             m = self._mesh(j0.annotator)
-            rows = torch.tensor([warps[i].rig for i in idx], device=self.device)
-            dst = skinned[key].index_select(0, rows)  # (J, N, 2)
+            cols = meta_d[:, start : start + len(idx)]
+            start += len(idx)
+            dst = skinned[key].index_select(0, cols[0].long())  # (J, N, 2)
             used = dst[:, m.used[layer]]
             boxes.append(torch.cat([used.amin(dim=(0, 1)), used.amax(dim=(0, 1))]))
             tris = m.layers[layer]
             tri_dst.append(dst[:, tris].reshape(-1, 3, 2))
-            scale = torch.tensor([2.0 ** -warps[i].level for i in idx], device=self.device)
-            tri_src.append((m.vertices[tris][None, :, :, :2] * scale[:, None, None, None]).reshape(-1, 3, 2))
-            owner.append(torch.tensor(idx, device=self.device).repeat_interleave(len(tris)))
+            tri_src.append((m.vertices[tris][None, :, :, :2] * cols[2][:, None, None, None]).reshape(-1, 3, 2))
+            owner.append(cols[1].long().repeat_interleave(len(tris)))
         box = torch.stack(boxes)
-        lo_hi = torch.cat([box[:, :2].amin(dim=0), box[:, 2:].amax(dim=0)]).cpu().numpy()  # one sync
+        tris_all = torch.cat(tri_dst)
+        # The largest triangle's extent on the coarse grid bounds the window every triangle
+        # tests: the grid's origin is a multiple of the step, so floor/ceil of p / step give it
+        # without knowing the box - and one host sync brings back both.
+        span = ((tris_all.amax(dim=1) / s).ceil() - (tris_all.amin(dim=1) / s).floor()).amax()
+        lo_hi = torch.cat([box[:, :2].amin(dim=0), box[:, 2:].amax(dim=0), span.view(1)]).cpu().numpy()
         if not np.isfinite(lo_hi).all():
             return None
         # The coarse grid sits on the frame's lattice (multiples of the step), whatever the batch's
@@ -305,9 +329,12 @@ class BatchRenderer:
             return None
         bw, bh = x1 - x0, y1 - y0
         gw, gh = (bw + s - 1) // s + 1, (bh + s - 1) // s + 1
-        origin = torch.tensor([x0, y0], device=self.device, dtype=torch.float32)
-        coarse = (torch.cat(tri_dst) - origin) / s
-        maps = self._rasterise(len(warps), torch.cat(tri_src), coarse, torch.cat(owner), (gw, gh))
+        coarse = tris_all
+        coarse[..., 0] -= x0
+        coarse[..., 1] -= y0
+        coarse /= s
+        window = min(int(lo_hi[4]) + 2, max(gw, gh))  # + 1 for rounding at a cell border
+        maps = self._rasterise(len(warps), torch.cat(tri_src), coarse, torch.cat(owner), (gw, gh), window)
         if s > 1:  # coarse point j sits at full pixel j * s: align_corners on a grid of (g-1)*s+1
             maps = F.interpolate(maps, size=((gh - 1) * s + 1, (gw - 1) * s + 1), mode="bilinear", align_corners=True)
         maps = maps[:, :, :bh, :bw]
@@ -329,16 +356,24 @@ class BatchRenderer:
         return patches, (x0, y0, x1, y1)
 
     def _composite(
-        self, canvas: torch.Tensor, drawn: tuple, step: list[int], warps: list[_Warp], factor: torch.Tensor | None
+        self,
+        canvas: torch.Tensor,
+        drawn: tuple,
+        pos: torch.Tensor,
+        dest: torch.Tensor | None,
+        factor: torch.Tensor | None,
     ) -> None:
-        """Composite one step's patches (one per frame at most) over the canvas, shaded."""
+        """Composite one step's patches ``pos`` (one per frame at most; onto frames ``dest``, or
+        onto every frame in order when None) over the canvas, shaded."""
         patches, (x0, y0, x1, y1) = drawn
         b = canvas.shape[0]
-        # A patch for every frame of the batch (transparent where a frame has no layer at this
-        # step), so the composite is one in-place op on a view - no scatter into the canvas.
-        full = torch.zeros((b, 4, y1 - y0, x1 - x0), device=self.device)
-        dest = torch.tensor([warps[i].frame for i in step], device=self.device)
-        full.index_copy_(0, dest, patches[torch.tensor(step, device=self.device)])
+        if dest is None:
+            full = patches.index_select(0, pos)
+        else:
+            # A patch for every frame of the batch (transparent where a frame has no layer at
+            # this step), so the composite is one in-place op on a view - no scatter.
+            full = torch.zeros((b, 4, y1 - y0, x1 - x0), device=self.device)
+            full.index_copy_(0, dest, patches.index_select(0, pos))
         rgb, alpha = full[:, :3], full[:, 3:4]
         if factor is not None:
             rgb = torch.minimum(rgb * factor[:, :, y0:y1, x0:x1], alpha)
@@ -346,7 +381,7 @@ class BatchRenderer:
         roi.mul_(1.0 - alpha / 255.0).add_(rgb)
 
     def _rasterise(
-        self, n: int, src: torch.Tensor, dst: torch.Tensor, owner: torch.Tensor, grid: tuple[int, int]
+        self, n: int, src: torch.Tensor, dst: torch.Tensor, owner: torch.Tensor, grid: tuple[int, int], window: int
     ) -> torch.Tensor:
         """Per warp, the coarse map (2, gh, gw) of source texture coordinates (``_OUTSIDE`` off
         the mesh): every triangle (coarse ``dst`` points, owned by warp ``owner``) tests a window
@@ -354,10 +389,11 @@ class BatchRenderer:
         gw, gh = grid
         affine, bary, valid = _triangle_affines(src, dst)  # coarse frame pixel -> texture pixel
         lo = dst.amin(dim=1).floor().clamp_(min=0)
-        hi = torch.minimum(dst.amax(dim=1).ceil(), torch.tensor([gw - 1.0, gh - 1.0], device=self.device))
+        hi = dst.amax(dim=1).ceil()
+        hi[:, 0].clamp_(max=gw - 1.0)
+        hi[:, 1].clamp_(max=gh - 1.0)
         keep = valid & (hi >= lo).all(dim=1)
-        extent = torch.where(keep, (hi - lo).amax(dim=1) + 1, torch.zeros_like(lo[:, 0]))
-        k = int(extent.max().item())  # one sync: the window every triangle tests
+        k = window  # an upper bound of every kept triangle's extent (see ``_warp_all``)
         size = n * gh * gw
         maps = torch.full((size + 1, 2), _OUTSIDE, device=self.device)  # + a spare row for misses
         if k > 0:

@@ -136,10 +136,22 @@ class SPPBottleneck(nn.Module):
         self.conv1 = ConvBNAct(channels, mid, 1, norm=norm)
         self.poolings = nn.ModuleList(nn.MaxPool2d(k, stride=1, padding=k // 2) for k in kernel_sizes)
         self.conv2 = ConvBNAct(mid * (len(kernel_sizes) + 1), channels, 1, norm=norm)
+        # Stride-1 max-pools with -inf padding compose: k then k gives 2k - 1. Cascading the
+        # smallest pool gives the same maps for (5, 9, 13) with 15 window taps instead of 27
+        # (the pools were ~6 % of RTMPose-m's GPU time at batch 256 on an H100).
+        k0 = kernel_sizes[0]
+        self._cascade = list(kernel_sizes) == [k0 + i * (k0 - 1) for i in range(len(kernel_sizes))]
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv1(x)
-        return self.conv2(torch.cat([x, *(pool(x) for pool in self.poolings)], dim=1))
+        if self._cascade:  # SPPF's identity: pool 9 = pool 5 twice, pool 13 = three times
+            pooled, y = [], x
+            for _ in self.poolings:
+                y = self.poolings[0](y)
+                pooled.append(y)
+        else:
+            pooled = [pool(x) for pool in self.poolings]
+        return self.conv2(torch.cat([x, *pooled], dim=1))
 
 
 class CSPNeXt(nn.Module):
