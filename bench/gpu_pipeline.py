@@ -23,7 +23,7 @@ from pathlib import Path
 from smartcloset.bench import BenchConfig, load_frames, run_bench
 
 VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "video" / "pose_squats.mp4"
-POSE = ["--random-weights", "--pose-stand-in", "--device", "cuda", "--batch-max", "32"]
+POSE = ["--random-weights", "--pose-stand-in", "--device", "cuda"]
 
 
 def run(label: str, clients: int, serve: list[str], seconds: float, fps: float = 30.0) -> dict:
@@ -50,7 +50,16 @@ def run(label: str, clients: int, serve: list[str], seconds: float, fps: float =
         json.dumps(
             {
                 k: result.get(k)
-                for k in ("label", "clients", "output_fps", "output_fps_p5", "own_pose_fps", "dropped_frames", "error")
+                for k in (
+                    "label",
+                    "clients",
+                    "output_fps",
+                    "output_fps_p5",
+                    "own_pose_fps",
+                    "dropped_frames",
+                    "error_codes",
+                    "error",
+                )
             }
             | {"lat": lat, "gpu": result.get("gpu"), "cpu%": result.get("server_cpu_percent")}
         ),
@@ -72,7 +81,9 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=4, help="socket processes for the transport rows")
     ap.add_argument("--skip-cpu-above", type=int, default=64, help="no CPU-path row past this many clients")
     ap.add_argument("--transport", action="store_true", help="also measure the transport ceiling")
+    ap.add_argument("--batch-max", type=int, default=32, help="the engine's largest batch")
     args = ap.parse_args()
+    POSE.extend(["--batch-max", str(args.batch_max)])
     logging.basicConfig(level=logging.WARNING)
     rows = []
     counts = [int(c) for c in args.counts.split(",")]

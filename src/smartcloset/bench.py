@@ -8,6 +8,7 @@ nothing but counters and bounded samples. The first ``warmup`` seconds are not c
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import multiprocessing
@@ -88,6 +89,7 @@ class ClientResult:
     sent: int = 0
     received: int = 0
     errors: int = 0
+    error_codes: dict[str, int] = field(default_factory=dict)
     rtt_ms: list[float] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
     pose_sources: dict[str, int] = field(default_factory=dict)
@@ -162,6 +164,8 @@ class BenchClient:
                     r.last_stats = m
                 elif m.get("type") == "error" and self.measuring:
                     r.errors += 1
+                    code = str(m.get("code"))
+                    r.error_codes[code] = r.error_codes.get(code, 0) + 1
                 continue
             try:
                 head, _ = parse_reply(msg)
@@ -392,6 +396,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         "dropped_frames": sum(r.last_stats.get("dropped", 0) for r in results),
         "unanswered_frames": sum(max(r.sent - r.received, 0) for r in results),
         "errors": sum(r.errors for r in results),
+        "error_codes": dict(sum((collections.Counter(r.error_codes) for r in results), collections.Counter())),
         "mean_batch_size": after.get("mean_batch_size") and round(after["mean_batch_size"], 2),
         "stage_ms": stage,
         "pose_sources": sources,
