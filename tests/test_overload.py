@@ -266,6 +266,10 @@ def test_a_flooding_client_does_not_starve_a_normal_one(server, video_jpegs, flo
     # arrived was rendered or dropped, and most were dropped.
     rendered, dropped, received = fstats["sent"], fstats["dropped"], fstats["received"]
     assert dropped > rendered and received - 10 <= rendered + dropped <= flood_total
+    # ... and the stats say where: the parts add up to the total, the render slot took most.
+    at = fstats["dropped_at"]
+    assert set(at) == {"inbox", "render", "replies"} and sum(at.values()) == dropped, at
+    assert at["render"] + at["inbox"] > rendered, at
     # Memory held steady while the flood pushed its bytes at the server.
     assert rss_peak - rss_start < 0.25 * flood_mb, FIGURES["flood"]
 

@@ -394,6 +394,9 @@ def run_bench(cfg: BenchConfig) -> dict:
         "latency_ms": {"p50": _pct(lat, 50), "p95": _pct(lat, 95), "p99": _pct(lat, 99)},
         "rtt_ms": {"p50": _pct(rtt, 50), "p95": _pct(rtt, 95)},
         "dropped_frames": sum(r.last_stats.get("dropped", 0) for r in results),
+        "dropped_at": dict(
+            sum((collections.Counter(r.last_stats.get("dropped_at", {})) for r in results), collections.Counter())
+        ),
         "unanswered_frames": sum(max(r.sent - r.received, 0) for r in results),
         "errors": sum(r.errors for r in results),
         "error_codes": dict(sum((collections.Counter(r.error_codes) for r in results), collections.Counter())),

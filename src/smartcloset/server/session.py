@@ -333,13 +333,25 @@ class Session:
         n = self.frames.dropped + self.inbox.dropped + self.replies.dropped
         return n + self.pipeline.worker.dropped(self.id) if self.batched else n
 
+    def dropped_at(self) -> dict[str, int]:
+        """Where frames were dropped: the socket's inbox, the render slot (per-session path) or
+        the engine's slot (batched), and the reply slot before the sender took them."""
+        at = {"inbox": self.inbox.dropped, "replies": self.replies.dropped}
+        if self.batched:
+            at["engine"] = self.pipeline.worker.dropped(self.id)
+        else:
+            at["render"] = self.frames.dropped
+        return at
+
     def stats(self) -> dict:
         worker = self.pipeline.worker.snapshot()
+        at = self.dropped_at()  # read once: the total is the sum of the parts sent
         return {
             "type": "stats",
             "received": self.received,
             "sent": self.sent,
-            "dropped": self.dropped,
+            "dropped": sum(at.values()),
+            "dropped_at": at,
             "errors": self.errors,
             "output_fps": round(self.send_rate.rate(), 2),
             "latency_ms_p50": self.latency_ms.median(),
