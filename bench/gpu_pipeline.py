@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import math
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -82,8 +83,9 @@ def main() -> None:
     ap.add_argument("--skip-cpu-above", type=int, default=64, help="no CPU-path row past this many clients")
     ap.add_argument("--transport", action="store_true", help="also measure the transport ceiling")
     ap.add_argument("--batch-max", type=int, default=32, help="the engine's largest batch")
+    ap.add_argument("--serve-extra", default="", help="more serve arguments for every row, e.g. '--gil-switch-ms 0'")
     args = ap.parse_args()
-    POSE.extend(["--batch-max", str(args.batch_max)])
+    POSE.extend(["--batch-max", str(args.batch_max), *shlex.split(args.serve_extra)])
     logging.basicConfig(level=logging.WARNING)
     rows = []
     counts = [int(c) for c in args.counts.split(",")]

@@ -330,3 +330,23 @@ def test_one_process_spreads_its_clients_over_two_engine_processes(video_jpegs):
             ws.close()
     finally:
         stop_server(proc)
+
+
+def test_the_batched_engine_shortens_the_thread_switch_interval():
+    """--gil-switch-ms: where the engine's host Python runs beside the sockets, hand-offs wait
+    for the GIL one switch interval at most; 0 keeps Python's own."""
+    import sys
+
+    from smartcloset.config import ServerConfig
+    from smartcloset.server.pipeline import build_engine
+
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        build_engine(ServerConfig(gil_switch_ms=1.0), StandingBackend()).stop()
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+        sys.setswitchinterval(0.005)
+        build_engine(ServerConfig(gil_switch_ms=0), StandingBackend()).stop()
+        assert sys.getswitchinterval() == pytest.approx(0.005)
+    finally:
+        sys.setswitchinterval(before)

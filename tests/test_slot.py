@@ -102,3 +102,16 @@ def test_bounded_inbox_appends_and_pops_from_two_threads():
             pass
     t.join()
     assert not errors and taken + inbox.dropped == n
+
+
+def test_in_order_drops_a_reply_that_comes_back_after_a_newer_one():
+    from smartcloset.stream.slot import InOrder
+
+    gate = InOrder(window_ms=2000.0)
+    assert gate.admit(1000.0) and gate.admit(1033.0)
+    assert not gate.admit(1010.0)  # a batch that finished after a newer frame's batch
+    assert gate.admit(1033.0)  # the same time again is not "older"
+    assert gate.admit(1066.0) and gate.late == 1
+    # A wall-clock step back of seconds is not a reordering: it passes and resets the order.
+    assert gate.admit(-5000.0) and gate.admit(-4967.0) and not gate.admit(-4990.0)
+    assert gate.late == 2

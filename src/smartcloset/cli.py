@@ -57,6 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pose_watchdog_s=args.pose_watchdog,
         processes=args.processes,
         engines=args.engines,
+        gil_switch_ms=args.gil_switch_ms,
         transport_only=args.transport_only,
         pose_random_weights=args.random_weights,
         pose_stand_in=args.pose_stand_in,
@@ -229,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--pose-watchdog", type=float, default=15.0, help="seconds before a stuck pose batch is abandoned (restart)"
+    )
+    s.add_argument(
+        "--gil-switch-ms",
+        type=float,
+        default=1.0,
+        help="with --render batched: the interpreter's thread switch interval (0: Python's 5 ms default)",
     )
     bench = s.add_argument_group("benchmarking only")
     bench.add_argument("--transport-only", action="store_true", help="echo frames: measure the transport alone")

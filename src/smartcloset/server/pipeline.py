@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -123,6 +124,8 @@ def build_engine(config: ServerConfig, backend: PoseBackend, factory=None):
     from ..engine import FrameEngine
 
     device = backend.device if str(backend.device).startswith("cuda") else "cpu"
+    if config.gil_switch_ms > 0:  # why: config.gil_switch_ms
+        sys.setswitchinterval(config.gil_switch_ms / 1000.0)
     engine = FrameEngine(
         backend, _batch(config), image_limits(config), device=device, factory=factory, faults=_faults(config)
     )

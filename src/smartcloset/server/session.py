@@ -41,7 +41,7 @@ from ..stream.protocol import (
     parse_control,
     parse_frame,
 )
-from ..stream.slot import NewestSlot, SlotClosed
+from ..stream.slot import InOrder, NewestSlot, SlotClosed
 from ..stream.transport import FrameSender, bound_inbox
 from .pipeline import Pipeline
 
@@ -70,6 +70,7 @@ class Session:
         # The batched frame path (GPU) renders for us and leaves the reply here (newest wins).
         self.batched = pipeline.batched
         self.replies: NewestSlot[Rendered] = NewestSlot(self._cond)
+        self._order = InOrder()  # replies that come back after a newer one are dropped
         self._texts: deque[str] = deque(maxlen=MAX_TEXTS)
         self._closing: tuple[int, str] | None = None
         self.sender = FrameSender(ws, cfg.send_timeout_s)
@@ -279,6 +280,12 @@ class Session:
             return [self.pipeline.annotator(g) for g in self.look]
 
     def deliver(self, rendered: Rendered) -> None:
+        """A rendered frame from the engine; one that comes back after a newer one is dropped
+        and counted as late (``InOrder``)."""
+        with self._cond:
+            if not self._order.admit(rendered.frame.received_ms):
+                metrics.FRAMES_DROPPED.labels("send").inc()
+                return
         try:
             if self.replies.put(rendered) is not None:  # the sender is behind: newest wins
                 metrics.FRAMES_DROPPED.labels("send").inc()
@@ -330,8 +337,7 @@ class Session:
     @property
     def dropped(self) -> int:
         """Frames replaced by newer ones before they were drawn or sent, wherever that happened."""
-        n = self.frames.dropped + self.inbox.dropped + self.replies.dropped
-        return n + self.pipeline.worker.dropped(self.id) if self.batched else n
+        return sum(self.dropped_at().values())
 
     def dropped_at(self) -> dict[str, int]:
         """Where frames were dropped: the socket's inbox, the render slot (per-session path) or
@@ -339,6 +345,7 @@ class Session:
         at = {"inbox": self.inbox.dropped, "replies": self.replies.dropped}
         if self.batched:
             at["engine"] = self.pipeline.worker.dropped(self.id)
+            at["late"] = self._order.late
         else:
             at["render"] = self.frames.dropped
         return at

@@ -82,3 +82,25 @@ class NewestSlot(Generic[T]):
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+class InOrder:
+    """Lets through only items that are not older than the last one let through.
+
+    Two batches in flight may finish out of order; a frame handed on after a newer one would
+    make the picture step back in time. Times are the server's receive times (wall clock): an
+    item older by ``window_ms`` or more is a clock step, not a reordering - it passes and resets
+    the order. Not thread-safe: the caller holds its lock.
+    """
+
+    def __init__(self, window_ms: float = 2000.0) -> None:
+        self.window_ms = window_ms
+        self.last_ms = float("-inf")
+        self.late = 0
+
+    def admit(self, t_ms: float) -> bool:
+        if 0 < self.last_ms - t_ms < self.window_ms:
+            self.late += 1
+            return False
+        self.last_ms = t_ms
+        return True
