@@ -332,21 +332,21 @@ def test_one_process_spreads_its_clients_over_two_engine_processes(video_jpegs):
         stop_server(proc)
 
 
-def test_the_batched_engine_shortens_the_thread_switch_interval():
-    """--gil-switch-ms: where the engine's host Python runs beside the sockets, hand-offs wait
-    for the GIL one switch interval at most; 0 keeps Python's own."""
+def test_the_batched_engine_beside_the_sockets_shortens_the_thread_switch_interval():
+    """--gil-switch-ms: where the engine's host Python runs in the sockets' process, hand-offs
+    wait for the GIL one switch interval at most; 0 keeps Python's own."""
     import sys
 
     from smartcloset.config import ServerConfig
-    from smartcloset.server.pipeline import build_engine
+    from smartcloset.server.pipeline import Pipeline
 
     before = sys.getswitchinterval()
     try:
-        sys.setswitchinterval(0.005)
-        build_engine(ServerConfig(gil_switch_ms=1.0), StandingBackend()).stop()
-        assert sys.getswitchinterval() == pytest.approx(0.001)
-        sys.setswitchinterval(0.005)
-        build_engine(ServerConfig(gil_switch_ms=0), StandingBackend()).stop()
-        assert sys.getswitchinterval() == pytest.approx(0.005)
+        for ms, want in ((1.0, 0.001), (0, 0.005)):
+            sys.setswitchinterval(0.005)
+            pipeline = Pipeline.start(ServerConfig(render="batched", gil_switch_ms=ms), backend=StandingBackend())
+            assert pipeline.batched
+            pipeline.stop()
+            assert sys.getswitchinterval() == pytest.approx(want)
     finally:
         sys.setswitchinterval(before)

@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--gil-switch-ms",
         type=float,
         default=1.0,
-        help="with --render batched: the interpreter's thread switch interval (0: Python's 5 ms default)",
+        help="one-process --render batched: the interpreter's thread switch interval (0: Python's 5 ms)",
     )
     bench = s.add_argument_group("benchmarking only")
     bench.add_argument("--transport-only", action="store_true", help="echo frames: measure the transport alone")

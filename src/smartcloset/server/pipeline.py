@@ -44,6 +44,8 @@ class Pipeline:
             n, name, device = len(config.engine_addresses), worker.backend.name, worker.backend.device
             log.info("frames go to %d engine process(es) (%s on %s)", n, name, device)
         elif _batched(config, backend):
+            if config.gil_switch_ms > 0:  # the engine beside the sockets: why in config.gil_switch_ms
+                sys.setswitchinterval(config.gil_switch_ms / 1000.0)
             worker = build_engine(config, backend, factory)
         else:
             worker = PoseWorker(backend, _batch(config), limits, factory=factory, faults=_faults(config)).start()
@@ -124,8 +126,6 @@ def build_engine(config: ServerConfig, backend: PoseBackend, factory=None):
     from ..engine import FrameEngine
 
     device = backend.device if str(backend.device).startswith("cuda") else "cpu"
-    if config.gil_switch_ms > 0:  # why: config.gil_switch_ms
-        sys.setswitchinterval(config.gil_switch_ms / 1000.0)
     engine = FrameEngine(
         backend, _batch(config), image_limits(config), device=device, factory=factory, faults=_faults(config)
     )
