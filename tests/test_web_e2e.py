@@ -275,3 +275,55 @@ def test_denied_camera_is_explained(playwright, tmp_path):
     finally:
         stop_server(server)
         b.close()
+
+
+@pytest.mark.parametrize(
+    "serve_args, frame_path",
+    [
+        (["--render", "batched"], "batched on cpu"),
+        (["--render", "batched", "--engines", "2"], "2 engine processes"),
+    ],
+    ids=["engine-in-process", "two-engine-processes"],
+)
+def test_mirror_page_on_the_batched_frame_path(browser, tmp_path, serve_args, frame_path):
+    """The page against the GPU path's code (``FrameEngine``, ``BatchRenderer`` - here on CPU
+    torch - and the engine processes): frames come back dressed, and a garment picked on the
+    page changes what the engine draws (the look travels with the frames)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    port = free_port()
+    server = bench.start_server(port, "--closet", str(tmp_path), *serve_args)
+    try:
+        context = browser.new_context(viewport={"width": 1600, "height": 900})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.get_by_role("button", name="Navy T-shirt").wait_for()
+        page.get_by_role("button", name="Start camera").click()
+        wait_for(page, "window.smartcloset.figures().receiveFps > 0", timeout_s=60.0)
+        stats = page.evaluate("fetch('/api/stats').then(r => r.json())")
+        assert frame_path in stats["frame_path"], stats
+
+        end = time.monotonic() + 30
+        navy = 0.0
+        while time.monotonic() < end and navy <= 0.05:
+            navy = colour_share(canvas_image(page), "navy")
+            time.sleep(0.3)
+        assert navy > 0.05, navy
+
+        page.get_by_role("button", name="White T-shirt").click()
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            img = canvas_image(page)
+            if colour_share(img, "navy") < 0.01 and colour_share(img, "white") > 0.05:
+                break
+            time.sleep(0.3)
+        else:
+            raise AssertionError("the engine kept drawing the navy T-shirt")
+        page.screenshot(path=str(ARTIFACTS / f"e2e-batched-{frame_path.split()[0]}.png"))
+        figures = page.evaluate("window.smartcloset.figures()")
+        assert figures["receiveFps"] > 0 and figures["poseFps"] > 0, figures
+        assert not errors, errors
+        context.close()
+    finally:
+        stop_server(server)

@@ -24,6 +24,7 @@ device; the CPU build runs it in the tests, which compare it with the CPU render
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,11 @@ from .warp import _OUTSIDE
 
 MAX_WINDOW_ELEMENTS = 1 << 24  # triangles x window pixels per rasterisation chunk (memory bound)
 MAX_SEGMENTS = 4  # forearm + hand, per side
+# Coarse pixels within this distance of a triangle take its (extrapolated) affine too, as
+# OpenCV's polygon filler takes the pixels an edge passes through: neighbouring layers (a body
+# and its sleeves) then overlap by a pixel, and the map's bilinear upsampling never mixes a
+# seam's coordinates with "outside" - which showed as stair-stepped cracks along the seams.
+DILATE = 1.0
 
 
 @dataclass
@@ -333,7 +339,8 @@ class BatchRenderer:
         coarse[..., 0] -= x0
         coarse[..., 1] -= y0
         coarse /= s
-        window = min(int(lo_hi[4]) + 2, max(gw, gh))  # + 1 for rounding at a cell border
+        # + 1 for the end pixel, + 1 for rounding at a cell border, and the dilation both ways.
+        window = min(int(lo_hi[4]) + 2 + 2 * math.ceil(DILATE), max(gw, gh))
         maps = self._rasterise(len(warps), torch.cat(tri_src), coarse, torch.cat(owner), (gw, gh), window)
         if s > 1:  # coarse point j sits at full pixel j * s: align_corners on a grid of (g-1)*s+1
             maps = F.interpolate(maps, size=((gh - 1) * s + 1, (gw - 1) * s + 1), mode="bilinear", align_corners=True)
@@ -388,11 +395,19 @@ class BatchRenderer:
         of coarse pixels over its box and writes the pixels inside it."""
         gw, gh = grid
         affine, bary, valid = _triangle_affines(src, dst)  # coarse frame pixel -> texture pixel
-        lo = dst.amin(dim=1).floor().clamp_(min=0)
-        hi = dst.amax(dim=1).ceil()
+        lo = (dst.amin(dim=1) - DILATE).floor().clamp_(min=0)
+        hi = (dst.amax(dim=1) + DILATE).ceil()
         hi[:, 0].clamp_(max=gw - 1.0)
         hi[:, 1].clamp_(max=gh - 1.0)
         keep = valid & (hi >= lo).all(dim=1)
+        # The dilation in barycentric terms: a point at distance DILATE outside the edge facing
+        # vertex i has lambda_i = -DILATE * |that edge| / (2 * area).
+        d0, d1, d2 = dst.unbind(1)
+        e1, e2 = d1 - d0, d2 - d0
+        area2 = (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).abs().clamp_min(1e-6)
+        edges = torch.stack([(d2 - d1).norm(dim=1), e2.norm(dim=1), e1.norm(dim=1)], dim=1)  # facing v0, v1, v2
+        tol = edges * (DILATE / area2)[:, None]  # (T, 3)
+        reach = torch.cat([dst.amin(dim=1) - DILATE, dst.amax(dim=1) + DILATE], dim=1)  # (T, 4) grown box
         k = window  # an upper bound of every kept triangle's extent (see ``_warp_all``)
         size = n * gh * gw
         maps = torch.full((size + 1, 2), _OUTSIDE, device=self.device)  # + a spare row for misses
@@ -402,10 +417,10 @@ class BatchRenderer:
             chunk = max(1, MAX_WINDOW_ELEMENTS // (k * k))
             for c in range(0, len(dst), chunk):
                 sl = slice(c, c + chunk)
-                self._scatter(maps, affine[sl], bary[sl], lo[sl].long(), owner[sl], k, grid)
+                self._scatter(maps, affine[sl], bary[sl], lo[sl].long(), owner[sl], k, grid, tol[sl], reach[sl])
         return maps[:size].view(n, gh, gw, 2).permute(0, 3, 1, 2)
 
-    def _scatter(self, maps, A, Bm, lo_t, own_t, k: int, grid: tuple[int, int]) -> None:
+    def _scatter(self, maps, A, Bm, lo_t, own_t, k: int, grid: tuple[int, int], tol, reach) -> None:
         gw, gh = grid
         r = torch.arange(k, device=self.device)
         px = (lo_t[:, 0, None, None] + r[None, None, :]).expand(-1, k, k).reshape(len(lo_t), -1)  # (T, k*k)
@@ -415,11 +430,29 @@ class BatchRenderer:
         # One batched product gives the barycentrics (rows 0-1) and the texture point (rows 2-3).
         l1, l2, u, v = torch.bmm(torch.cat([Bm, A], dim=1), xy1).unbind(1)
         eps = 1e-4
-        inside = (l1 >= -eps) & (l2 >= -eps) & (l1 + l2 <= 1 + eps) & (px >= 0) & (px < gw) & (py >= 0) & (py < gh)
+        l0 = 1 - l1 - l2
+        on_grid = (px >= 0) & (py >= 0) & (px < gw) & (py < gh)  # dropped triangles' windows are off it
+        inside = (l0 >= -eps) & (l1 >= -eps) & (l2 >= -eps) & on_grid
+        pxf, pyf = px.float(), py.float()
+        near = (  # within DILATE of the triangle (edge offsets, cut to its grown box: no spikes)
+            (l0 >= -tol[:, 0:1])
+            & (l1 >= -tol[:, 1:2])
+            & (l2 >= -tol[:, 2:3])
+            & (pxf >= reach[:, 0:1])
+            & (pyf >= reach[:, 1:2])
+            & (pxf <= reach[:, 2:3])
+            & (pyf <= reach[:, 3:4])
+            & on_grid
+            & ~inside
+        )
         lin = (own_t[:, None] * gh + py) * gw + px
-        # Pixels outside their triangle go to the spare last row: no compaction, no host sync.
-        lin = torch.where(inside, lin, maps.shape[0] - 1)
-        maps.index_put_((lin.reshape(-1),), torch.stack([u.reshape(-1), v.reshape(-1)], dim=1))
+        uv = torch.stack([u.reshape(-1), v.reshape(-1)], dim=1)
+        # Pixels a pass does not write go to the spare last row: no compaction, no host sync.
+        # The dilated ring first, then the insides over it: a pixel inside one triangle keeps
+        # that triangle's affine, not a neighbour's extrapolation.
+        spare = maps.shape[0] - 1
+        maps.index_put_((torch.where(near, lin, spare).reshape(-1),), uv)
+        maps.index_put_((torch.where(inside, lin, spare).reshape(-1),), uv)
 
 
 def frames_to_tensor(images: Sequence[np.ndarray], device) -> torch.Tensor:
