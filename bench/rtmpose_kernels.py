@@ -25,35 +25,19 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import torch
+from rtmpose_gpu import SIZE, timed  # this folder's RTMPose bench (run as a script)
 from torch import nn
 
 from smartcloset.pose.rtmpose import build_rtmpose
 from smartcloset.pose.rtmpose.optimize import GraphRunner, fold_batchnorm
 
-SIZE = (192, 256)  # (w, h)
 ROWS: list[dict] = []
 
 
 def record(**row) -> None:
     ROWS.append(row)
     print(json.dumps(row), flush=True)
-
-
-def timed(fn, warmup: int = 5, reps: int = 30) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return float(np.median(times))
 
 
 def model_m(dtype=torch.float16) -> nn.Module:

@@ -79,6 +79,17 @@ document.addEventListener("securitypolicyviolation", (e) =>
 """
 
 
+def white_replaced_navy(page, timeout_s: float) -> bool:
+    """Whether the mirror came to show the white T-shirt and no navy one within the time."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        img = canvas_image(page)
+        if colour_share(img, "navy") < 0.01 and colour_share(img, "white") > 0.05:
+            return True
+        time.sleep(0.3)
+    return False
+
+
 def watch_csp(page) -> list[str]:
     """CSP violations seen by the page: its own events plus Chromium's console reports."""
     console: list[str] = []
@@ -160,14 +171,7 @@ def test_mirror_page_end_to_end(browser, tmp_path):
         white_button.click()
         assert white_button.get_attribute("aria-pressed") == "true"
         assert page.get_by_role("button", name="Navy T-shirt").get_attribute("aria-pressed") == "false"
-        end = time.monotonic() + 10
-        while time.monotonic() < end:
-            img = canvas_image(page)
-            if colour_share(img, "navy") < 0.01 and colour_share(img, "white") > 0.05:
-                break
-            time.sleep(0.3)
-        else:
-            raise AssertionError("the white T-shirt never replaced the navy one")
+        assert white_replaced_navy(page, 10.0), "the white T-shirt never replaced the navy one"
         page.screenshot(path=str(ARTIFACTS / "e2e-mirror-white.png"))
 
         # Snapshot downloads a PNG of the mirror.
@@ -312,14 +316,7 @@ def test_mirror_page_on_the_batched_frame_path(browser, tmp_path, serve_args, fr
         assert navy > 0.05, navy
 
         page.get_by_role("button", name="White T-shirt").click()
-        end = time.monotonic() + 30
-        while time.monotonic() < end:
-            img = canvas_image(page)
-            if colour_share(img, "navy") < 0.01 and colour_share(img, "white") > 0.05:
-                break
-            time.sleep(0.3)
-        else:
-            raise AssertionError("the engine kept drawing the navy T-shirt")
+        assert white_replaced_navy(page, 30.0), "the engine kept drawing the navy T-shirt"
         page.screenshot(path=str(ARTIFACTS / f"e2e-batched-{frame_path.split()[0]}.png"))
         figures = page.evaluate("window.smartcloset.figures()")
         assert figures["receiveFps"] > 0 and figures["poseFps"] > 0, figures
