@@ -406,7 +406,9 @@ class BatchRenderer:
         e1, e2 = d1 - d0, d2 - d0
         area2 = (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).abs().clamp_min(1e-6)
         edges = torch.stack([(d2 - d1).norm(dim=1), e2.norm(dim=1), e1.norm(dim=1)], dim=1)  # facing v0, v1, v2
-        tol = edges * (DILATE / area2)[:, None]  # (T, 3)
+        # At most lambda_i >= -1: a sliver (its height under a pixel) grows by its own height
+        # only, where its ill-conditioned affine would send a whole pixel far across the texture.
+        tol = (edges * (DILATE / area2)[:, None]).clamp_(max=1.0)  # (T, 3)
         reach = torch.cat([dst.amin(dim=1) - DILATE, dst.amax(dim=1) + DILATE], dim=1)  # (T, 4) grown box
         k = window  # an upper bound of every kept triangle's extent (see ``_warp_all``)
         size = n * gh * gw
