@@ -379,3 +379,40 @@ def test_shading_follows_the_folds_of_the_frame_and_keeps_the_colour():
     patch = np.dstack([np.full((200, 200, 3), 100, np.uint8), np.full((200, 200), 255, np.uint8)])
     shaded = shade(patch, factor)
     assert shaded[100, 100, 0] < 90 and shaded[100, 20, 0] == 100 and (shaded[..., 3] == 255).all()
+
+
+def _varied_bodies(n: int, seed: int = 0) -> list[np.ndarray]:
+    """Standing people with noise from a pixel to 80 px, some keypoints unseen, some facing away
+    (shoulders swapped), some with a twisted torso - every branch of the binding."""
+    rng = np.random.default_rng(seed)
+    bodies = []
+    for _ in range(n):
+        k = standing_keypoints(rng.uniform(0.5, 1.5), rng.uniform(0, 100))
+        k[:, :2] += rng.normal(0, rng.choice([1, 20, 80]), size=(17, 2))
+        if rng.random() < 0.3:
+            k[rng.integers(0, 17, size=rng.integers(1, 5)), 2] = 0.1
+        if rng.random() < 0.1:
+            k[[KP["left_shoulder"], KP["right_shoulder"]]] = k[[KP["right_shoulder"], KP["left_shoulder"]]]
+        if rng.random() < 0.05:
+            k[KP["left_hip"], :2] = k[KP["right_shoulder"], :2]
+        bodies.append(k)
+    return bodies
+
+
+def test_binding_a_batch_of_bodies_equals_binding_each():
+    """``GarmentAnnotator.rigs`` (array operations for the common case) gives every garment of
+    the closet the same part matrices and pyramid level as ``rig`` body by body."""
+    from smartcloset.render.mesh import part_transforms_batch
+
+    bodies = _varied_bodies(300)
+    closet = Closet(user_dir="/nonexistent")
+    for g in closet.list():
+        ann = GarmentAnnotator(g)
+        _, fast = part_transforms_batch(ann.mesh, np.stack(bodies))
+        assert 0.3 < fast.mean() < 1.0, (g.id, fast.mean())  # both ways are exercised
+        for body, got in zip(bodies, ann.rigs(bodies)):
+            want = ann.rig(body)
+            assert (got is None) == (want is None), g.id
+            if want is not None:
+                assert got.level == want.level, g.id
+                np.testing.assert_allclose(got.matrices, want.matrices, rtol=1e-9, atol=1e-9, err_msg=g.id)

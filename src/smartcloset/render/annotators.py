@@ -19,7 +19,7 @@ from ..closet.garment import Garment
 from ..pose.timeline import TimedKeypoints
 from ..pose.types import KP
 from .composite import composite, premultiply
-from .mesh import MIN_SCORE, GarmentMesh, body_frame, part_transforms, skin
+from .mesh import MIN_SCORE, GarmentMesh, body_frame, part_transforms, part_transforms_batch, skin
 from .occlusion import arm_mask, restore
 from .shading import Shading, shade
 from .warp import warp_mesh
@@ -36,6 +36,9 @@ class Placement:
     level: int
     src: np.ndarray  # (N, 2) texture pixels of pyramid level ``level``
     dst: np.ndarray  # (N, 2) frame pixels
+
+
+SMALL_BATCH = 2  # bodies up to which ``rigs`` binds one by one (bench/binding.py: faster at 1, slower at 8)
 
 
 @dataclass
@@ -86,6 +89,23 @@ class GarmentAnnotator:
         parts = part_transforms(self.mesh, body)
         matrices = np.stack([parts.get(name, np.eye(3)) for name in self.mesh.weights])
         return Rig(self._level(body), matrices)
+
+    def rigs(self, keypoints: Sequence[np.ndarray]) -> list[Rig | None]:
+        """``rig`` for many bodies at once: the common case in array operations
+        (``part_transforms_batch``), the rest one by one - the same matrices either way."""
+        if len(keypoints) <= SMALL_BATCH:  # the array set-up costs more than it saves here
+            return [self.rig(k) for k in keypoints]
+        kp = np.stack([np.asarray(k, dtype=np.float64) for k in keypoints])
+        mats, fast = part_transforms_batch(self.mesh, kp)
+        pair = (
+            [KP["left_hip"], KP["right_hip"]]
+            if self.garment.category == "bottom"
+            else [KP["left_shoulder"], KP["right_shoulder"]]
+        )
+        ends = kp[:, pair, :2]
+        scale = np.sqrt(((ends[:, 0] - ends[:, 1]) ** 2).sum(axis=1)) / self._root_width
+        levels = np.clip(np.floor(np.log2(1.0 / np.maximum(scale, 1e-3))), 0, len(self._pyramid) - 1).astype(int)
+        return [Rig(int(levels[i]), mats[i]) if fast[i] else self.rig(keypoints[i]) for i in range(len(kp))]
 
     def _level(self, body) -> int:
         pair = body.hips if self.garment.category == "bottom" else body.shoulders

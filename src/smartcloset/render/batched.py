@@ -180,13 +180,24 @@ class BatchRenderer:
         segments: list[list] = []
         rigs: list[tuple[GarmentAnnotator, np.ndarray]] = []
         rows: dict[int, int] = {}  # next rig row per garment
+        # Every garment bound to all the bodies wearing it in one go (array operations).
+        wearers: dict[int, tuple[GarmentAnnotator, list[int]]] = {}
+        for f in range(b):
+            if poses[f].keypoints is not None:
+                for g in looks[f]:
+                    wearers.setdefault(id(g), (g, []))[1].append(f)
+        bound = {
+            (key, f): rig
+            for key, (g, fs) in wearers.items()
+            for f, rig in zip(fs, g.rigs([poses[f].keypoints for f in fs]))
+        }
         for f in range(b):
             kp = poses[f].keypoints
             plan: list = []
             segs = arm_segments(kp) if (kp is not None and self.occlusion) else []
             if kp is not None:
                 for g in looks[f]:
-                    rig = g.rig(kp)
+                    rig = bound[(id(g), f)]
                     if rig is None:
                         continue
                     row = rows.get(id(g), 0)

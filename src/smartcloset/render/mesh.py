@@ -361,3 +361,139 @@ def skin(mesh: GarmentMesh, body: BodyFrame) -> np.ndarray:
             pos = cv2.perspectiveTransform(v[None].astype(np.float64), M)[0]
         out += w[name][:, None] * pos
     return out
+
+
+# -- the same binding for a whole batch of bodies ----------------------------------------------
+
+
+def _fast_pairs(mesh: GarmentMesh) -> list[str] | None:
+    """The keypoint pairs the vectorised binding needs seen, or None where this garment's
+    anchors take a shape it does not cover (then every body goes through ``body_frame``)."""
+    a = mesh.anchors
+    if ("left_wrist" in a and "left_elbow" not in a) or ("left_ankle" in a and "left_knee" not in a):
+        return None
+    if mesh.category == "bottom":
+        if "left_shoulder" in a or "left_elbow" in a or "left_hip" not in a:
+            return None
+        pairs = ["hip"]
+    else:
+        if "left_shoulder" not in a or "left_hip" not in a:
+            return None
+        pairs = ["shoulder", "hip"] + [n for n in ("elbow", "wrist") if f"left_{n}" in a]
+    return pairs + [n for n in ("knee", "ankle") if f"left_{n}" in a]
+
+
+def _norm(v: np.ndarray) -> np.ndarray:
+    return np.sqrt((v * v).sum(axis=-1))
+
+
+def _cross_b(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
+
+
+def _perp_b(v: np.ndarray) -> np.ndarray:
+    return np.stack([-v[..., 1], v[..., 0]], axis=-1)
+
+
+def _solve_affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """(B, 3, 2) float32 point triples -> (B, 3, 3) affines, as ``cv2.getAffineTransform``."""
+    s = np.concatenate([src.astype(np.float64), np.ones(src.shape[:-1] + (1,))], axis=-1)  # (B, 3, 3)
+    m = np.linalg.solve(s, dst.astype(np.float64))  # (B, 3, 2): [x y 1] @ m = dst
+    out = np.zeros((len(src), 3, 3))
+    out[:, :2] = m.transpose(0, 2, 1)
+    out[:, 2, 2] = 1.0
+    return out
+
+
+def _bone_affines(g0, g1, b0, b1, cross: np.ndarray, flip: np.ndarray) -> np.ndarray:
+    """``_bone_affine`` for a batch: garment bone (2,) points, body bones (B, 2)."""
+    gl, bl = float(np.linalg.norm(g1 - g0)), _norm(b1 - b0)
+    gu = (g1 - g0) / max(gl, 1e-6)
+    bu = (b1 - b0) / np.maximum(bl, 1e-6)[:, None]
+    gv, bv = _perp(gu), _perp_b(bu) * np.where(flip, -1.0, 1.0)[:, None]
+    m = bu[:, :, None] * gu[None, None, :] * (bl / max(gl, 1e-6))[:, None, None]
+    m = m + bv[:, :, None] * gv[None, None, :] * cross[:, None, None]
+    out = np.zeros((len(b0), 3, 3))
+    out[:, :2, :2] = m
+    out[:, :2, 2] = b0 - m @ g0
+    out[:, 2, 2] = 1.0
+    return out
+
+
+def part_transforms_batch(mesh: GarmentMesh, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``part_transforms`` for a batch of bodies ((B, K, 3) keypoints) in array operations:
+    (B, P, 3, 3) matrices in ``mesh.weights`` order (identity for weightless parts) and which
+    bodies they hold. Why: the batched renderer binds every frame's garments each batch, and
+    one body at a time cost ~0.3 ms of host Python a garment a frame.
+
+    Only the common case is done here - every keypoint the garment binds to seen, the torso a
+    plain convex quadrilateral; the other bodies (estimated points, twisted torsos, no garment)
+    are left False for ``body_frame`` and ``part_transforms`` to do one by one."""
+    kp = np.asarray(keypoints, dtype=np.float64)
+    n, parts = len(kp), list(mesh.weights)
+    mats = np.broadcast_to(np.eye(3), (n, len(parts), 3, 3)).copy()
+    pairs = _fast_pairs(mesh)
+    if pairs is None or n == 0:
+        return mats, np.zeros(n, bool)
+    a = mesh.anchors
+    pts = {p: kp[:, [KP[f"left_{p}"], KP[f"right_{p}"]], :2] for p in pairs}  # (B, 2, 2) each
+    fast = np.ones(n, bool)
+    for p in pairs:
+        fast &= (kp[:, [KP[f"left_{p}"], KP[f"right_{p}"]], 2] >= MIN_SCORE).all(axis=1)
+    root = "hip" if mesh.category == "bottom" else "shoulder"
+    fast &= _norm(pts[root][:, 0] - pts[root][:, 1]) >= 4
+    hips = pts["hip"]
+    hip_w = _norm(hips[:, 0] - hips[:, 1]) / np.linalg.norm(a["left_hip"] - a["right_hip"])
+    if "shoulder" in pts:
+        sh = pts["shoulder"]
+        cross = _norm(sh[:, 0] - sh[:, 1]) / np.linalg.norm(a["left_shoulder"] - a["right_shoulder"])
+        g_mid = (a["left_hip"] + a["right_hip"]) / 2
+        g_hand = _cross(a["left_shoulder"] - a["right_shoulder"], g_mid - a["left_shoulder"])
+        flip = (g_hand > 0) != (_cross_b(sh[:, 0] - sh[:, 1], hips.mean(axis=1) - sh[:, 0]) > 0)
+    else:
+        cross, flip = hip_w, np.zeros(n, bool)
+    for i, name in enumerate(parts):
+        if not mesh.weights[name].any():
+            continue
+        if name == "torso":
+            g_quad = np.array([a["left_shoulder"], a["right_shoulder"], a["right_hip"], a["left_hip"]], np.float32)
+            quad = np.stack([sh[:, 0], sh[:, 1], hips[:, 1], hips[:, 0]], axis=1).astype(np.float32)
+            q = quad.astype(np.float64)
+            nxt = np.roll(q, -1, axis=1)
+            edges = nxt - q
+            turns = _cross_b(edges, np.roll(edges, -1, axis=1))  # (B, 4): the turn at each corner
+            area = 0.5 * np.abs(_cross_b(q, nxt).sum(axis=1))  # the shoelace formula
+            # Strictly convex and clear of the area limit; a borderline quad goes the exact way.
+            fast &= ((turns > 1e-6).all(axis=1) | (turns < -1e-6).all(axis=1)) & (area > 16.0 + 1e-3)
+            # OpenCV's own solver, body by body (~10 us each): a near-degenerate quad gives an
+            # ill-conditioned system, where another LU would land pixels elsewhere.
+            for row in np.flatnonzero(fast):
+                mats[row, i] = cv2.getPerspectiveTransform(g_quad, quad[row])
+        elif name in ("pelvis", "skirt"):
+            g_hips = np.array([a["left_hip"], a["right_hip"]])
+            g_mid, b_mid = g_hips.mean(axis=0), hips.mean(axis=1)
+            if name == "skirt" and "knee" in pts:
+                g_low = np.broadcast_to((a["left_knee"] + a["right_knee"]) / 2, (n, 2))
+                b_low = pts["knee"].mean(axis=1)
+            else:  # straight down from the hips, scaled like them
+                _, g_down = _axes(*g_hips)
+                across = (hips[:, 0] - hips[:, 1]) / np.maximum(_norm(hips[:, 0] - hips[:, 1]), 1e-6)[:, None]
+                down = _perp_b(across)
+                b_down = np.where(down[:, 1:2] < 0, -down, down)
+                g_low = np.broadcast_to(g_mid + g_down * 100.0, (n, 2))
+                b_low = b_mid + b_down * 100.0 * hip_w[:, None]
+            src = np.stack([np.broadcast_to(g_hips[0], (n, 2)), np.broadcast_to(g_hips[1], (n, 2)), g_low], axis=1)
+            dst = np.stack([hips[:, 0], hips[:, 1], b_low], axis=1)
+            mats[fast, i] = _solve_affine(src[fast].astype(np.float32), dst[fast].astype(np.float32))
+        else:
+            side, part = name.split("_", 1)
+            j = SIDES.index(side)
+            start, end = {
+                "sleeve": ("shoulder", "elbow"),
+                "forearm": ("elbow", "wrist"),
+                "thigh": ("hip", "knee"),
+                "shin": ("knee", "ankle"),
+            }[part]
+            g0, g1 = a[f"{side}_{start}"], a[f"{side}_{end}"]
+            mats[:, i] = _bone_affines(g0, g1, pts[start][:, j], pts[end][:, j], cross, flip)
+    return mats, fast
