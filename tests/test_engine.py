@@ -174,7 +174,7 @@ def test_frames_keep_coming_while_the_pose_model_fails(engine, look):
 
 def test_processes_share_one_engine_process(video_jpegs):
     """``serve --render batched --processes 2``: two socket processes, one engine process; every
-    client's frames come back posed and drawn."""
+    client's frames come back posed and drawn, and /metrics speaks for all three processes."""
     import simple_websocket
 
     small = [codec.encode(cv2.resize(codec.decode(j), (W, H)), 85) for j in video_jpegs[:10]]
@@ -200,12 +200,32 @@ def test_processes_share_one_engine_process(video_jpegs):
                 msg = ws.receive(timeout=0.2)
                 if isinstance(msg, bytes):
                     replies[k].append(parse_reply(msg)[0])
+        # /metrics adds up every process, whichever answers: the frames both socket processes
+        # received, and the render stage timed in the engine process.
+        totals = [_metric_totals(port) for _ in range(6)]
         for ws in clients:
             ws.close()
     finally:
         stop_server(proc)
     assert all(len(r) >= 5 for r in replies), [len(r) for r in replies]
     assert sum(h.pose_source == "own" for r in replies for h in r) >= 10
+    for t in totals:
+        assert t["smartcloset_frames_received_total"] == 30, t
+        assert t['smartcloset_stage_ms_count{stage="render"}'] >= 10, t
+        assert t["smartcloset_active_clients"] == 3, t
+
+
+def _metric_totals(port: int) -> dict[str, float]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
 
 
 class FakeRemote:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 log = logging.getLogger("smartcloset")
@@ -32,7 +36,19 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _share_metrics(processes: int, engines: int, render: str) -> None:
+    """Several processes serve: give them one folder for their Prometheus values (see metrics.py).
+    Here, before anything imports prometheus_client, which reads the setting at import."""
+    if processes <= 1 and not (engines > 1 and render == "batched") or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    path = tempfile.mkdtemp(prefix="smartcloset-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    owner = os.getpid()  # gunicorn's workers inherit this exit hook: only the master cleans up
+    atexit.register(lambda: os.getpid() == owner and shutil.rmtree(path, ignore_errors=True))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    _share_metrics(args.processes, args.engines, args.render)
     from .config import ServerConfig
     from .server.runner import serve
 

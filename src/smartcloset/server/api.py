@@ -5,8 +5,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 from flask import Blueprint, Response, abort, current_app, jsonify, request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException
+
+from .. import metrics
 
 bp = Blueprint("api", __name__)
 
@@ -32,7 +34,7 @@ def healthz():
 
 @bp.get("/metrics")
 def metrics_endpoint():
-    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/api/stats")

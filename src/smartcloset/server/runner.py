@@ -62,6 +62,7 @@ def serve(config: ServerConfig, log_level: str = "info") -> None:
         "keepalive": 5,
         "loglevel": log_level,
         "accesslog": None,
+        "child_exit": _worker_exited,
     }
     log.info("serving on http://%s:%d (gunicorn gthread, %d threads)", config.host, config.port, options["threads"])
     _Gunicorn(overrides, options).run()
@@ -79,3 +80,10 @@ def _start_engines(config: ServerConfig) -> None:
     config.engine_authkeys = [key for _, key, _ in started]
     for address, _, proc in started:
         log.info("engine process %d ready at %s", proc.pid, address)
+
+
+def _worker_exited(server, worker) -> None:
+    """Gunicorn's hook in the master: a worker's live gauges leave /metrics with it."""
+    from .. import metrics
+
+    metrics.process_exited(worker.pid)
