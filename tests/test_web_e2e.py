@@ -318,8 +318,10 @@ def test_mirror_page_on_the_batched_frame_path(browser, tmp_path, serve_args, fr
         page.get_by_role("button", name="White T-shirt").click()
         assert white_replaced_navy(page, 30.0), "the engine kept drawing the navy T-shirt"
         page.screenshot(path=str(ARTIFACTS / f"e2e-batched-{frame_path.split()[0]}.png"))
-        figures = page.evaluate("window.smartcloset.figures()")
-        assert figures["receiveFps"] > 0 and figures["poseFps"] > 0, figures
+        # The HUD shows the engines' pose rate (a 2 s window: on a loaded 2-core machine an
+        # engine can pause longer than that, so wait for it rather than read it once).
+        wait_for(page, "window.smartcloset.figures().poseFps > 0", timeout_s=30.0)
+        assert page.evaluate("window.smartcloset.figures().receiveFps") > 0
         assert not errors, errors
         context.close()
     finally:

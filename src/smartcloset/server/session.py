@@ -284,7 +284,7 @@ class Session:
         and counted as late (``InOrder``)."""
         with self._cond:
             if not self._order.admit(rendered.frame.received_ms):
-                metrics.FRAMES_DROPPED.labels("send").inc()
+                metrics.FRAMES_DROPPED.labels("late").inc()
                 return
         try:
             if self.replies.put(rendered) is not None:  # the sender is behind: newest wins
