@@ -9,24 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
-import numpy as np
+from closet_figures import median_ms  # this folder's timer (run as a script)
 
 from smartcloset.closet.store import Closet
 from smartcloset.pose.simulate import standing_keypoints
 from smartcloset.render.annotators import GarmentAnnotator
-
-
-def median_ms(fn, reps: int = 50) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return float(np.median(times))
 
 
 def main() -> None:

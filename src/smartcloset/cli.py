@@ -36,10 +36,10 @@ def _at_least_one(text: str) -> int:
     return value
 
 
-def _share_metrics(processes: int, engines: int, render: str) -> None:
+def _share_metrics(several_processes: bool) -> None:
     """Several processes serve: give them one folder for their Prometheus values (see metrics.py).
     Here, before anything imports prometheus_client, which reads the setting at import."""
-    if processes <= 1 and not (engines > 1 and render == "batched") or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if not several_processes or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return
     path = tempfile.mkdtemp(prefix="smartcloset-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
@@ -48,9 +48,7 @@ def _share_metrics(processes: int, engines: int, render: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    _share_metrics(args.processes, args.engines, args.render)
     from .config import ServerConfig
-    from .server.runner import serve
 
     cfg = ServerConfig(
         host=args.host,
@@ -80,6 +78,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if args.garment:
         cfg.default_garments = args.garment
+    _share_metrics(cfg.several_processes)
+    from .server.runner import serve  # after: it imports prometheus_client
+
     serve(cfg, log_level=args.log_level)
     return 0
 

@@ -68,6 +68,18 @@ class ServerConfig:
         if self.engines < 1:
             raise ValueError(f"engines must be at least 1, got {self.engines}")
 
+    @property
+    def engine_processes(self) -> int:
+        """How many engine processes ``serve`` starts: ``engines`` where the batched path runs
+        in processes of its own (several socket processes or several engines), else none."""
+        several = self.processes > 1 or self.engines > 1
+        return self.engines if self.render == "batched" and not self.transport_only and several else 0
+
+    @property
+    def several_processes(self) -> bool:
+        """Whether more than one process serves (metrics are then shared: metrics.py)."""
+        return self.processes > 1 or self.engine_processes > 0
+
     @classmethod
     def from_mapping(cls, values: dict) -> ServerConfig:
         names = {f.name for f in fields(cls)}

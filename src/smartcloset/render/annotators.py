@@ -7,7 +7,6 @@ them applied in order (``render_frame``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -97,20 +96,19 @@ class GarmentAnnotator:
             return [self.rig(k) for k in keypoints]
         kp = np.stack([np.asarray(k, dtype=np.float64) for k in keypoints])
         mats, fast = part_transforms_batch(self.mesh, kp)
-        pair = (
-            [KP["left_hip"], KP["right_hip"]]
-            if self.garment.category == "bottom"
-            else [KP["left_shoulder"], KP["right_shoulder"]]
-        )
-        ends = kp[:, pair, :2]
-        scale = np.sqrt(((ends[:, 0] - ends[:, 1]) ** 2).sum(axis=1)) / self._root_width
-        levels = np.clip(np.floor(np.log2(1.0 / np.maximum(scale, 1e-3))), 0, len(self._pyramid) - 1).astype(int)
+        ends = kp[:, [KP[self._root[0]], KP[self._root[1]]], :2]
+        levels = self._levels(np.sqrt(((ends[:, 0] - ends[:, 1]) ** 2).sum(axis=1)))
         return [Rig(int(levels[i]), mats[i]) if fast[i] else self.rig(keypoints[i]) for i in range(len(kp))]
 
     def _level(self, body) -> int:
         pair = body.hips if self.garment.category == "bottom" else body.shoulders
-        scale = np.linalg.norm(pair[0] - pair[1]) / self._root_width
-        return int(np.clip(math.floor(math.log2(1.0 / max(scale, 1e-3))), 0, len(self._pyramid) - 1))
+        return int(self._levels(np.array([np.linalg.norm(pair[0] - pair[1])]))[0])
+
+    def _levels(self, widths: np.ndarray) -> np.ndarray:
+        """The pyramid level per body from its root width (shoulders, or hips for a bottom):
+        the texture level nearest the size it is drawn at."""
+        scale = np.maximum(widths / self._root_width, 1e-3)
+        return np.clip(np.floor(np.log2(1.0 / scale)), 0, len(self._pyramid) - 1).astype(int)
 
     def placement(self, keypoints: np.ndarray) -> Placement | None:
         """Where the mesh lands on this body, and which pyramid level to sample: the geometry the

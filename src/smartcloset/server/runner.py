@@ -45,7 +45,7 @@ def serve(config: ServerConfig, log_level: str = "info") -> None:
     ensure_token(config)  # here, before the fork: generated once, logged once, given to the worker
     if config.engines > 1 and (config.render != "batched" or config.transport_only):
         log.warning("--engines %d ignored: engine processes run only with --render batched", config.engines)
-    if config.render == "batched" and not config.transport_only and (config.processes > 1 or config.engines > 1):
+    if config.engine_processes:
         _start_engines(config)
     overrides = config.to_dict()
     options = {
@@ -74,8 +74,8 @@ def _start_engines(config: ServerConfig) -> None:
     from ..engine_ipc import start_engine_process
 
     values = config.to_dict()
-    with ThreadPoolExecutor(config.engines) as pool:  # side by side: each warms up (or compiles) for a while
-        started = list(pool.map(lambda _: start_engine_process(values), range(config.engines)))
+    with ThreadPoolExecutor(config.engine_processes) as pool:  # side by side: each warms up (or compiles) for a while
+        started = list(pool.map(lambda _: start_engine_process(values), range(config.engine_processes)))
     config.engine_addresses = [address for address, _, _ in started]
     config.engine_authkeys = [key for _, key, _ in started]
     for address, _, proc in started:
