@@ -95,6 +95,20 @@ def test_serve_refuses_fewer_than_one_engine():
         ServerConfig.from_mapping({"engines": 0})
 
 
+def test_serve_refuses_fewer_than_one_batch_in_flight(monkeypatch):
+    from smartcloset.config import ServerConfig
+    from smartcloset.server import pipeline
+
+    proc = run("serve", "--inflight", "0", check=False, timeout=60)
+    assert proc.returncode == 2 and "--inflight: must be at least 1, got 0" in proc.stderr
+    with pytest.raises(ValueError, match="batch_inflight must be 0"):
+        ServerConfig.from_mapping({"batch_inflight": -1})
+    made = {}
+    monkeypatch.setattr(pipeline, "create_backend", lambda name, **options: made.update(options, name=name))
+    pipeline.backend_factory(ServerConfig(pose_backend="rtmpose-m", batch_inflight=3))()
+    assert made["name"] == "rtmpose-m" and made["inflight"] == 3  # reaches RTMPose's CUDA batches
+
+
 def test_serve_runs_the_production_server(video_jpegs, video_truth):
     port = free_port()
     proc = subprocess.Popen(

@@ -115,3 +115,15 @@ def test_in_order_drops_a_reply_that_comes_back_after_a_newer_one():
     # A wall-clock step back of seconds is not a reordering: it passes and resets the order.
     assert gate.admit(-5000.0) and gate.admit(-4967.0) and not gate.admit(-4990.0)
     assert gate.late == 2
+
+
+def test_waiting_since_the_slot_filled_not_since_the_newest_item():
+    slot = NewestSlot()
+    slot.put(1)
+    filled = slot.since
+    time.sleep(0.01)
+    slot.put(2)  # replaces 1: still waiting since the first put
+    assert slot.since == filled and slot.take() == 2
+    time.sleep(0.01)
+    slot.put(3)  # empty before: a new wait begins
+    assert slot.since > filled

@@ -58,6 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pose_compile=args.compile,
         batch_max=args.batch_max,
         batch_deadline_ms=args.batch_deadline_ms,
+        batch_inflight=args.inflight,
         inference_size=args.inference_size,
         max_clients=args.max_clients,
         max_clients_per_address=args.max_clients_per_address,
@@ -218,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--compile", action="store_true", help="torch.compile RTMPose on CUDA (~45 s more at start)")
     s.add_argument("--batch-max", type=int, default=8, help="frames per pose batch")
     s.add_argument("--batch-deadline-ms", type=float, default=4.0, help="wait for other clients' frames")
+    s.add_argument(
+        "--inflight", type=_at_least_one, default=0, help="RTMPose batches in flight on CUDA per engine (default 2)"
+    )
     s.add_argument("--inference-size", type=_size, default=(640, 360), help="pose input size WxH")
     s.add_argument("--max-clients", type=int, default=32, help="WebSocket clients in total")
     s.add_argument("--max-clients-per-address", type=int, default=8, help="WebSocket clients per address (0: any)")

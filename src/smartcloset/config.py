@@ -14,6 +14,9 @@ class ServerConfig:
     pose_compile: bool = False  # torch.compile RTMPose on CUDA (slower start, faster batches)
     batch_max: int = 8  # frames per pose batch
     batch_deadline_ms: float = 4.0  # how long a waiting frame waits for other clients' frames
+    # RTMPose batches in flight at once on CUDA, each on its own thread and stream (0: the
+    # backend's default, 2). More lets one engine process overlap more host work with the GPU.
+    batch_inflight: int = 0
     inference_size: tuple[int, int] = (640, 360)  # pose input, (w, h); frames are fitted into it
     # BlazePose's person mask, passed to the renderer with the keypoints. Off until a renderer
     # uses it (arm occlusion): on one 40 FPS client it costs ~12 % of the pose rate here.
@@ -67,6 +70,8 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.engines < 1:
             raise ValueError(f"engines must be at least 1, got {self.engines}")
+        if self.batch_inflight < 0:
+            raise ValueError(f"batch_inflight must be 0 (the backend's default) or more, got {self.batch_inflight}")
 
     @property
     def engine_processes(self) -> int:

@@ -80,6 +80,7 @@ class RTMPoseBackend:
         redetect_every: int = 30,
         graphs: bool | None = None,
         compile: bool = False,
+        inflight: int | None = None,
     ) -> None:
         import torch
 
@@ -102,7 +103,9 @@ class RTMPoseBackend:
             self.model = torch.compile(self.model)
         self.dtype = torch.float16 if self.cuda else torch.float32
         self.use_graphs = self.cuda if graphs is None else graphs
-        self.max_inflight = 2 if self.cuda else 1
+        # Batches in flight at once, each on its own thread and CUDA stream: one batch's host work
+        # overlaps another's kernels and syncs. The CPU path runs one (torch uses every core).
+        self.max_inflight = max(1, int(inflight)) if (inflight and self.cuda) else (2 if self.cuda else 1)
         self.detector = detector or default_detector(device)
         self.redetect_every = redetect_every
         self._tracks: dict[Hashable, _Track] = {}

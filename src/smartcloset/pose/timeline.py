@@ -34,6 +34,12 @@ class PoseSample:
     pose: FramePose  # in full-frame pixels
     done_ms: float  # server clock when the pose was ready
     frame_height: int
+    keypoints: np.ndarray | None = None  # the primary person's, chosen once when stored
+
+    def __post_init__(self) -> None:
+        if self.keypoints is None:
+            person = self.pose.primary()
+            self.keypoints = None if person is None else person.keypoints
 
 
 @dataclass
@@ -96,7 +102,7 @@ class KeypointTimeline:
     def at(self, t_ms: float) -> TimedKeypoints:
         """Unsmoothed keypoints for capture time ``t_ms``."""
         with self._cond:
-            samples = [s for s in self._samples if s.pose.primary() is not None]
+            samples = [s for s in self._samples if s.keypoints is not None]
         if not samples:
             return TimedKeypoints(None, "none")
         times = [s.t_ms for s in samples]
@@ -104,11 +110,11 @@ class KeypointTimeline:
         p = self.params
         if i < len(samples) and times[i] == t_ms:
             s = samples[i]
-            return self._result(s.pose.primary().keypoints.copy(), "own", s, 0.0, s.done_ms)
+            return self._result(s.keypoints.copy(), "own", s, 0.0, s.done_ms)
         if 0 < i < len(samples):  # between two results
             a, b = samples[i - 1], samples[i]
             w = (t_ms - a.t_ms) / (b.t_ms - a.t_ms)
-            ka, kb = a.pose.primary().keypoints, b.pose.primary().keypoints
+            ka, kb = a.keypoints, b.keypoints
             kp = ka + w * (kb - ka)
             nearest = a if w < 0.5 else b
             age = min(t_ms - a.t_ms, b.t_ms - t_ms)
@@ -118,7 +124,7 @@ class KeypointTimeline:
             age = s.t_ms - t_ms
             if age > p.max_hold_ms:
                 return TimedKeypoints(None, "none")
-            kp = s.pose.primary().keypoints.copy()
+            kp = s.keypoints.copy()
             kp[:, 2] *= math.exp(-age / p.confidence_tau_ms)
             return self._result(kp, "held", s, age, s.done_ms)
         # After the newest result: extrapolate.
@@ -126,13 +132,13 @@ class KeypointTimeline:
         age = t_ms - last.t_ms
         if age > p.max_hold_ms:
             return TimedKeypoints(None, "none")
-        kp = last.pose.primary().keypoints.copy()
+        kp = last.keypoints.copy()
         source = "held"
         if len(samples) >= 2:
             prev = samples[-2]
             dt = last.t_ms - prev.t_ms
             if 0 < dt <= p.max_hold_ms:
-                velocity = (kp[:, :2] - prev.pose.primary().keypoints[:, :2]) / dt  # px per ms
+                velocity = (kp[:, :2] - prev.keypoints[:, :2]) / dt  # px per ms
                 vmax = p.max_speed * last.frame_height / 1000.0
                 speed = np.linalg.norm(velocity, axis=1, keepdims=True)
                 velocity *= np.minimum(1.0, vmax / np.maximum(speed, 1e-9))

@@ -288,7 +288,10 @@ class PoseWorker:
                 if len(ready) >= min(cap, idle_clients) or remaining <= 0 or self._stop:
                     break
                 self._cond.wait(remaining)
-            ready.sort(key=lambda kc: kc[1].slot.peek().received_ms)  # oldest waiting first
+            # Longest-waiting client first: since its slot filled, not since its newest frame came
+            # (that one is replaced under load, and the clients whose frames land just before each
+            # batch would always look youngest - and starve).
+            ready.sort(key=lambda kc: kc[1].slot.since)
             batch = []
             for key, c in ready[:cap]:
                 frame = c.slot.take()

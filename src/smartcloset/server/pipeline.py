@@ -137,6 +137,8 @@ def backend_factory(config: ServerConfig) -> Callable[[], PoseBackend]:
     options: dict = {}
     if config.pose_backend.startswith("rtmpose"):
         options = {"compile": config.pose_compile} | ({"weights": False} if config.pose_random_weights else {})
+        if config.batch_inflight:
+            options["inflight"] = config.batch_inflight
 
     def factory() -> PoseBackend:
         made = create_backend(

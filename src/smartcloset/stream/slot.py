@@ -31,6 +31,10 @@ class NewestSlot(Generic[T]):
         self._closed = False
         self.put_count = 0
         self.dropped = 0
+        # When the slot last went from empty to full (monotonic s): how long its owner has been
+        # waiting for the consumer. A newer item replacing a waiting one does not reset it, so a
+        # consumer that serves the longest-waiting slots first starves none of them.
+        self.since = 0.0
 
     @property
     def condition(self) -> threading.Condition:
@@ -46,6 +50,8 @@ class NewestSlot(Generic[T]):
             self.put_count += 1
             if replaced is not None:
                 self.dropped += 1
+            else:
+                self.since = time.monotonic()
             self._cond.notify_all()
             return replaced
 
