@@ -64,3 +64,28 @@ def test_huge_dimensions_in_a_tiny_file_are_refused(jpeg):
     with pytest.raises(ImageError) as err:
         codec.jpeg_size(bytes(data))
     assert err.value.code == "too_many_pixels"
+
+
+def test_a_frame_nvjpeg_refuses_but_the_host_reads_is_not_the_clients_fault(jpeg):
+    """The batched path's decode: a batch nvJPEG refuses is retried frame by frame, and a frame
+    it still refuses goes to the host decoder - only what that refuses too is a bad JPEG."""
+    torch = pytest.importorskip("torch")
+    from smartcloset import codec_gpu
+
+    class RefusingNvjpeg:  # torchvision.io as a decoder that fails every call
+        class ImageReadMode:
+            RGB = "RGB"
+
+        calls = 0
+
+        def decode_jpeg(self, data, mode, device):
+            self.calls += 1
+            raise RuntimeError("nvjpeg status 6")
+
+    io = RefusingNvjpeg()
+    broken = jpeg[: len(jpeg) // 2]
+    out = codec_gpu._decode_nvjpeg([jpeg, broken], torch.device("cpu"), codec.DEFAULT_LIMITS, io)
+    assert io.calls == 3  # the batch, then each frame
+    assert isinstance(out[0], torch.Tensor) and out[0].shape == (3, 720, 1280)
+    assert torch.equal(out[0], torch.from_numpy(codec.decode(jpeg, "RGB")).permute(2, 0, 1))
+    assert isinstance(out[1], ImageError) and out[1].code == "bad_jpeg"  # as the host path says

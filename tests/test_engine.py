@@ -372,3 +372,13 @@ def test_the_batched_engine_beside_the_sockets_shortens_the_thread_switch_interv
             assert sys.getswitchinterval() == pytest.approx(want)
     finally:
         sys.setswitchinterval(before)
+
+
+def test_mps_is_seen_where_cuda_would_look_for_it(tmp_path):
+    """Several engine processes time-slice the GPU unless MPS runs; serve warns when it does not."""
+    from smartcloset.server.runner import mps_running
+
+    env = {"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path)}
+    assert not mps_running(env)
+    (tmp_path / "control").touch()  # the control daemon's pipe
+    assert mps_running(env)

@@ -90,6 +90,7 @@ class ClientResult:
     received: int = 0
     errors: int = 0
     error_codes: dict[str, int] = field(default_factory=dict)
+    error_samples: dict[str, str] = field(default_factory=dict)  # the first message of each code
     rtt_ms: list[float] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
     pose_sources: dict[str, int] = field(default_factory=dict)
@@ -166,6 +167,7 @@ class BenchClient:
                     r.errors += 1
                     code = str(m.get("code"))
                     r.error_codes[code] = r.error_codes.get(code, 0) + 1
+                    r.error_samples.setdefault(code, str(m.get("message", m.get("msg", "")))[:300])
                 continue
             try:
                 head, _ = parse_reply(msg)
@@ -400,6 +402,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         "unanswered_frames": sum(max(r.sent - r.received, 0) for r in results),
         "errors": sum(r.errors for r in results),
         "error_codes": dict(sum((collections.Counter(r.error_codes) for r in results), collections.Counter())),
+        "error_samples": {k: v for r in results for k, v in r.error_samples.items()},
         "mean_batch_size": after.get("mean_batch_size") and round(after["mean_batch_size"], 2),
         "stage_ms": stage,
         "pose_sources": sources,
