@@ -65,16 +65,19 @@ class _Mesh:
     vertices: torch.Tensor  # (N, 3) homogeneous garment pixels
     weights: torch.Tensor  # (P, N) part weights
     layers: list[torch.Tensor]  # (T, 3) triangles per layer
-    used: list[torch.Tensor]  # vertices each layer uses
+    corners: list[torch.Tensor]  # (T, 3, 2) each layer's triangles in garment pixels (pyramid level 0)
 
 
 _RESTORE = "restore"
 
 
-def _triangle_affines(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _triangle_affines(
+    src: torch.Tensor, dst: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per triangle ((T, 3, 2) points): the 2x3 affine taking destination to source pixels, the
-    2x3 map from destination pixels to barycentric (l1, l2), and whether it has an area. Closed
-    form, a 2x2 inverse per triangle, on the device, in few (large) operations."""
+    2x3 map from destination pixels to barycentric (l1, l2), whether it has an area, and twice
+    its signed area. Closed form, a 2x2 inverse per triangle, on the device, in few (large)
+    operations."""
     d0 = dst[:, 0, :, None]  # (T, 2, 1)
     M = (dst[:, 1:] - dst[:, :1]).transpose(1, 2)  # (T, 2, 2), columns e1 = d1 - d0, e2 = d2 - d0
     m00, m01, m10, m11 = M.reshape(-1, 4).unbind(1)
@@ -86,7 +89,7 @@ def _triangle_affines(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tenso
     S = (src[:, 1:] - src[:, :1]).transpose(1, 2)  # (T, 2, 2), columns u1, u2
     lin = S @ minv  # source = s0 + S @ minv @ (p - d0)
     affine = torch.cat([lin, src[:, 0, :, None] - lin @ d0], dim=2)
-    return affine, bary, valid
+    return affine, bary, valid, det
 
 
 @functools.lru_cache(maxsize=16)
@@ -129,7 +132,7 @@ class BatchRenderer:
                 torch.from_numpy(v.astype(np.float32)).to(dev),
                 torch.from_numpy(np.stack(list(mesh.weights.values())).astype(np.float32)).to(dev),
                 [torch.from_numpy(t.astype(np.int64)).to(dev) for t in layers],
-                [torch.from_numpy(np.unique(t).astype(np.int64)).to(dev) for t in layers],
+                [torch.from_numpy(mesh.vertices[t].astype(np.float32)).to(dev) for t in layers],
             )
             if len(self._meshes) > 256:
                 self._meshes.clear()
@@ -219,6 +222,7 @@ class BatchRenderer:
         # Every layer of every frame warped at once (one rasterisation, one texture sample per
         # garment level); the steps below only composite them, in each frame's order.
         warps = [j for p in steps for j in p if isinstance(j, _Warp)]
+        warps.sort(key=lambda j: (id(j.annotator), j.level))  # each texture's warps side by side
         drawn = self._warp_all(warps, skinned, (h, w))
         position = {id(j): i for i, j in enumerate(warps)}
         # What each step does, worked out on the host and uploaded in one copy: the frames that
@@ -311,31 +315,40 @@ class BatchRenderer:
         for i, j in enumerate(warps):
             groups.setdefault((id(j.annotator), j.layer), []).append(i)
         # Every group's indices go up in one copy (small host-to-device copies each cost a
-        # synchronous round trip; a render used to make ~20 of them).
+        # synchronous round trip; a render used to make ~20 of them): per warp its rig row and
+        # texture scale, per triangle the warp it belongs to.
         order = [i for idx in groups.values() for i in idx]
-        meta = np.array([[warps[i].rig for i in order], order, [2.0 ** -warps[i].level for i in order]], np.float32)
+        owners = np.concatenate(
+            [
+                np.repeat(idx, len(self._mesh(warps[idx[0]].annotator).layers[layer]))
+                for (_, layer), idx in groups.items()
+            ]
+        )
+        meta = np.concatenate([[warps[i].rig for i in order], [2.0 ** -warps[i].level for i in order], owners]).astype(
+            np.float32
+        )
         meta_d = torch.from_numpy(meta).to(self.device, non_blocking=True)
-        tri_dst, tri_src, owner, boxes = [], [], [], []
+        rows_d, scale_d, owner = (
+            meta_d[: len(order)].long(),
+            meta_d[len(order) : 2 * len(order)],
+            meta_d[2 * len(order) :],
+        )
+        tri_dst, tri_src = [], []
         start = 0
         for (key, layer), idx in groups.items():
-            j0 = warps[idx[0]]
-            m = self._mesh(j0.annotator)
-            cols = meta_d[:, start : start + len(idx)]
+            m = self._mesh(warps[idx[0]].annotator)
+            sl = slice(start, start + len(idx))
             start += len(idx)
-            dst = skinned[key].index_select(0, cols[0].long())  # (J, N, 2)
-            used = dst[:, m.used[layer]]
-            boxes.append(torch.cat([used.amin(dim=(0, 1)), used.amax(dim=(0, 1))]))
-            tris = m.layers[layer]
-            tri_dst.append(dst[:, tris].reshape(-1, 3, 2))
-            tri_src.append((m.vertices[tris][None, :, :, :2] * cols[2][:, None, None, None]).reshape(-1, 3, 2))
-            owner.append(cols[1].long().repeat_interleave(len(tris)))
-        box = torch.stack(boxes)
+            dst = skinned[key].index_select(0, rows_d[sl])  # (J, N, 2)
+            tri_dst.append(dst[:, m.layers[layer]].flatten(0, 1))  # (J * T, 3, 2)
+            tri_src.append((m.corners[layer][None] * scale_d[sl, None, None, None]).flatten(0, 1))
         tris_all = torch.cat(tri_dst)
         # The largest triangle's extent on the coarse grid bounds the window every triangle
         # tests: the grid's origin is a multiple of the step, so floor/ceil of p / step give it
         # without knowing the box - and one host sync brings back both.
-        span = ((tris_all.amax(dim=1) / s).ceil() - (tris_all.amin(dim=1) / s).floor()).amax()
-        lo_hi = torch.cat([box[:, :2].amin(dim=0), box[:, 2:].amax(dim=0), span.view(1)]).cpu().numpy()
+        t_lo, t_hi = tris_all.amin(dim=1), tris_all.amax(dim=1)  # (T, 2) each triangle's box
+        span = ((t_hi / s).ceil() - (t_lo / s).floor()).amax()
+        lo_hi = torch.cat([t_lo.amin(dim=0), t_hi.amax(dim=0), span.view(1)]).cpu().numpy()
         if not np.isfinite(lo_hi).all():
             return None
         # The coarse grid sits on the frame's lattice (multiples of the step), whatever the batch's
@@ -352,26 +365,34 @@ class BatchRenderer:
         coarse /= s
         # + 1 for the end pixel, + 1 for rounding at a cell border, and the dilation both ways.
         window = min(int(lo_hi[4]) + 2 + 2 * math.ceil(DILATE), max(gw, gh))
-        maps = self._rasterise(len(warps), torch.cat(tri_src), coarse, torch.cat(owner), (gw, gh), window)
+        maps = self._rasterise(len(warps), torch.cat(tri_src), coarse, owner.long(), (gw, gh), window)
         if s > 1:  # coarse point j sits at full pixel j * s: align_corners on a grid of (g-1)*s+1
             maps = F.interpolate(maps, size=((gh - 1) * s + 1, (gw - 1) * s + 1), mode="bilinear", align_corners=True)
         maps = maps[:, :, :bh, :bw]
-        patches = torch.empty((len(warps), 4, bh, bw), device=self.device)
-        textures: dict[tuple[int, int], list[int]] = {}
-        for i, j in enumerate(warps):
-            textures.setdefault((id(j.annotator), j.level), []).append(i)
-        for idx in textures.values():
-            j0 = warps[idx[0]]
+        # The warps come sorted by texture (``render``): each texture's are one slice of the maps,
+        # sampled in one call - no index tensors (each a synchronous upload) and no scatter.
+        patches = []
+        start = 0
+        while start < len(warps):
+            j0 = warps[start]
+            end = start + 1
+            while end < len(warps) and warps[end].annotator is j0.annotator and warps[end].level == j0.level:
+                end += 1
             tex = self.texture(j0.annotator, j0.level)
             th, tw = tex.shape[-2:]
-            m = maps[idx]
+            m = maps[start:end]
             grid = torch.stack([m[:, 0] * (2.0 / max(tw - 1, 1)) - 1, m[:, 1] * (2.0 / max(th - 1, 1)) - 1], dim=-1)
             # All frames wearing this texture sampled in one call: their grids stacked in height.
             out = F.grid_sample(
-                tex, grid.reshape(1, len(idx) * bh, bw, 2), mode="bilinear", padding_mode="zeros", align_corners=True
+                tex,
+                grid.reshape(1, (end - start) * bh, bw, 2),
+                mode="bilinear",
+                padding_mode="zeros",
+                align_corners=True,
             )
-            patches[idx] = out.view(4, len(idx), bh, bw).transpose(0, 1)
-        return patches, (x0, y0, x1, y1)
+            patches.append(out.view(4, end - start, bh, bw).transpose(0, 1))
+            start = end
+        return torch.cat(patches) if len(patches) > 1 else patches[0], (x0, y0, x1, y1)
 
     def _composite(
         self,
@@ -405,22 +426,19 @@ class BatchRenderer:
         the mesh): every triangle (coarse ``dst`` points, owned by warp ``owner``) tests a window
         of coarse pixels over its box and writes the pixels inside it."""
         gw, gh = grid
-        affine, bary, valid = _triangle_affines(src, dst)  # coarse frame pixel -> texture pixel
-        lo = (dst.amin(dim=1) - DILATE).floor().clamp_(min=0)
-        hi = (dst.amax(dim=1) + DILATE).ceil()
+        affine, bary, valid, area2 = _triangle_affines(src, dst)  # coarse frame pixel -> texture pixel
+        reach = torch.cat([dst.amin(dim=1) - DILATE, dst.amax(dim=1) + DILATE], dim=1)  # (T, 4) grown box
+        lo = reach[:, :2].floor().clamp_(min=0)
+        hi = reach[:, 2:].ceil()
         hi[:, 0].clamp_(max=gw - 1.0)
         hi[:, 1].clamp_(max=gh - 1.0)
         keep = valid & (hi >= lo).all(dim=1)
         # The dilation in barycentric terms: a point at distance DILATE outside the edge facing
         # vertex i has lambda_i = -DILATE * |that edge| / (2 * area).
-        d0, d1, d2 = dst.unbind(1)
-        e1, e2 = d1 - d0, d2 - d0
-        area2 = (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).abs().clamp_min(1e-6)
-        edges = torch.stack([(d2 - d1).norm(dim=1), e2.norm(dim=1), e1.norm(dim=1)], dim=1)  # facing v0, v1, v2
+        edges = (dst.roll(-1, dims=1) - dst.roll(-2, dims=1)).norm(dim=2)  # (T, 3) facing v0, v1, v2
         # At most lambda_i >= -1: a sliver (its height under a pixel) grows by its own height
         # only, where its ill-conditioned affine would send a whole pixel far across the texture.
-        tol = (edges * (DILATE / area2)[:, None]).clamp_(max=1.0)  # (T, 3)
-        reach = torch.cat([dst.amin(dim=1) - DILATE, dst.amax(dim=1) + DILATE], dim=1)  # (T, 4) grown box
+        tol = (edges * (DILATE / area2.abs().clamp_min(1e-6))[:, None]).clamp_(max=1.0)  # (T, 3)
         k = window  # an upper bound of every kept triangle's extent (see ``_warp_all``)
         size = n * gh * gw
         maps = torch.full((size + 1, 2), _OUTSIDE, device=self.device)  # + a spare row for misses
@@ -436,30 +454,25 @@ class BatchRenderer:
     def _scatter(self, maps, A, Bm, lo_t, own_t, k: int, grid: tuple[int, int], tol, reach) -> None:
         gw, gh = grid
         r = torch.arange(k, device=self.device)
-        px = (lo_t[:, 0, None, None] + r[None, None, :]).expand(-1, k, k).reshape(len(lo_t), -1)  # (T, k*k)
-        py = (lo_t[:, 1, None, None] + r[None, :, None]).expand(-1, k, k).reshape(len(lo_t), -1)
-        ones = torch.ones_like(px, dtype=torch.float32)
-        xy1 = torch.stack([px.float(), py.float(), ones], dim=1)  # (T, 3, k*k)
+        # Each triangle's window of k x k coarse pixels, (T, 2, k*k) integer x and y.
+        pxy = (lo_t[:, :, None, None] + torch.stack([r[None, :].expand(k, k), r[:, None].expand(k, k)])).flatten(2)
+        xy = pxy.float()
+        xy1 = torch.cat([xy, torch.ones_like(xy[:, :1])], dim=1)  # (T, 3, k*k)
         # One batched product gives the barycentrics (rows 0-1) and the texture point (rows 2-3).
-        l1, l2, u, v = torch.bmm(torch.cat([Bm, A], dim=1), xy1).unbind(1)
-        eps = 1e-4
-        l0 = 1 - l1 - l2
-        on_grid = (px >= 0) & (py >= 0) & (px < gw) & (py < gh)  # dropped triangles' windows are off it
-        inside = (l0 >= -eps) & (l1 >= -eps) & (l2 >= -eps) & on_grid
-        pxf, pyf = px.float(), py.float()
-        near = (  # within DILATE of the triangle (edge offsets, cut to its grown box: no spikes)
-            (l0 >= -tol[:, 0:1])
-            & (l1 >= -tol[:, 1:2])
-            & (l2 >= -tol[:, 2:3])
-            & (pxf >= reach[:, 0:1])
-            & (pyf >= reach[:, 1:2])
-            & (pxf <= reach[:, 2:3])
-            & (pyf <= reach[:, 3:4])
+        lam_uv = torch.bmm(torch.cat([Bm, A], dim=1), xy1)
+        lam = torch.cat([1 - lam_uv[:, :2].sum(dim=1, keepdim=True), lam_uv[:, :2]], dim=1)  # (T, 3, k*k) l0 l1 l2
+        size = torch.tensor([gw, gh], device=self.device).view(1, 2, 1)
+        on_grid = ((pxy >= 0) & (pxy < size)).all(dim=1)  # dropped triangles' windows are off it
+        inside = (lam >= -1e-4).all(dim=1) & on_grid
+        # Within DILATE of the triangle: edge offsets, cut to its grown box (no spikes at sharp corners).
+        near = (
+            (lam >= -tol[:, :, None]).all(dim=1)
+            & ((xy >= reach[:, :2, None]) & (xy <= reach[:, 2:, None])).all(dim=1)
             & on_grid
             & ~inside
         )
-        lin = (own_t[:, None] * gh + py) * gw + px
-        uv = torch.stack([u.reshape(-1), v.reshape(-1)], dim=1)
+        lin = (own_t[:, None] * gh + pxy[:, 1]) * gw + pxy[:, 0]
+        uv = lam_uv[:, 2:].transpose(1, 2).reshape(-1, 2)
         # Pixels a pass does not write go to the spare last row: no compaction, no host sync.
         # The dilated ring first, then the insides over it: a pixel inside one triangle keeps
         # that triangle's affine, not a neighbour's extrapolation.
