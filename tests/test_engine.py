@@ -382,21 +382,3 @@ def test_mps_is_seen_where_cuda_would_look_for_it(tmp_path):
     assert not mps_running(env)
     (tmp_path / "control").touch()  # the control daemon's pipe
     assert mps_running(env)
-
-
-def test_cuda_sync_mode_is_checked_and_left_alone_without_a_driver():
-    """``--cuda-sync``: a mode outside the four is refused; "auto" never touches the driver; on a
-    machine without one nothing is set. (What "block" does to the GPU engine is measured on the
-    device machine: docs/performance.md.)"""
-    import ctypes.util
-
-    from smartcloset.config import ServerConfig
-    from smartcloset.cuda_sync import set_sync_mode
-
-    with pytest.raises(ValueError, match="unknown CUDA sync mode"):
-        set_sync_mode("busy")
-    with pytest.raises(ValueError, match="cuda_sync must be"):
-        ServerConfig.from_mapping({"cuda_sync": "busy"})
-    assert set_sync_mode("auto") is False
-    if ctypes.util.find_library("cuda") is None:
-        assert set_sync_mode("block") is False

@@ -59,7 +59,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         batch_max=args.batch_max,
         batch_deadline_ms=args.batch_deadline_ms,
         batch_inflight=args.inflight,
-        cuda_sync=args.cuda_sync,
         inference_size=args.inference_size,
         max_clients=args.max_clients,
         max_clients_per_address=args.max_clients_per_address,
@@ -220,12 +219,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--compile", action="store_true", help="torch.compile RTMPose on CUDA (~45 s more at start)")
     s.add_argument("--batch-max", type=int, default=8, help="frames per pose batch")
     s.add_argument("--batch-deadline-ms", type=float, default=4.0, help="wait for other clients' frames")
-    s.add_argument(
-        "--cuda-sync",
-        default="auto",
-        choices=["auto", "spin", "yield", "block"],
-        help="how the GPU engine's threads wait for the GPU (block: sleep, freeing the core)",
-    )
     s.add_argument(
         "--inflight", type=_at_least_one, default=0, help="RTMPose batches in flight on CUDA per engine (default 2)"
     )

@@ -37,9 +37,6 @@ class ServerConfig:
     # p95 14.1-14.4 ms at 1 ms against 16.4-17.6 ms at 5 ms. Engine processes keep Python's
     # default: no measurement there says it pays.
     gil_switch_ms: float = 1.0
-    # How the batched engine's threads wait for the GPU (cuda_sync.py): "auto" (CUDA's choice:
-    # spin, with one context per process), "spin", "yield" or "block" (sleep until signalled).
-    cuda_sync: str = "auto"
     transport_only: bool = False  # benchmarks: echo each JPEG, no decode/pose/render (transport ceiling)
     pose_random_weights: bool = False  # benchmarks: RTMPose without its checkpoint (speed only)
     engine_addresses: list[str] = field(default_factory=list)  # set by the runner: the engine processes' sockets
@@ -73,8 +70,6 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.engines < 1:
             raise ValueError(f"engines must be at least 1, got {self.engines}")
-        if self.cuda_sync not in ("auto", "spin", "yield", "block"):
-            raise ValueError(f"cuda_sync must be auto, spin, yield or block, got {self.cuda_sync!r}")
         if self.batch_inflight < 0:
             raise ValueError(f"batch_inflight must be 0 (the backend's default) or more, got {self.batch_inflight}")
 

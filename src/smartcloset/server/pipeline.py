@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from ..closet.store import Closet
 from ..codec import ImageLimits
 from ..config import ServerConfig
-from ..cuda_sync import set_sync_mode
 from ..pose.backend import PoseBackend, create_backend
 from ..pose.worker import BatchConfig, FaultPolicy, PoseWorker
 from ..render.annotators import GarmentAnnotator
@@ -127,10 +126,6 @@ def build_engine(config: ServerConfig, backend: PoseBackend, factory=None):
     from ..engine import FrameEngine
 
     device = backend.device if str(backend.device).startswith("cuda") else "cpu"
-    if device != "cpu":
-        import torch
-
-        set_sync_mode(config.cuda_sync, torch.device(device).index or 0)
     engine = FrameEngine(
         backend, _batch(config), image_limits(config), device=device, factory=factory, faults=_faults(config)
     )
