@@ -121,7 +121,7 @@ def main() -> None:
     per_client = [s.delivered / elapsed for s in sinks.values()]
     row = {
         "clients": args.clients,
-        "inflight": engine._max_inflight,
+        "inflight": backend.max_inflight,
         "batch_max": args.batch_max,
         "frames_per_s": round(delivered / elapsed, 1),
         "fps_per_client_median": round(float(np.median(per_client)), 2),

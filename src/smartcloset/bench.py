@@ -167,7 +167,7 @@ class BenchClient:
                     r.errors += 1
                     code = str(m.get("code"))
                     r.error_codes[code] = r.error_codes.get(code, 0) + 1
-                    r.error_samples.setdefault(code, str(m.get("message", m.get("msg", "")))[:300])
+                    r.error_samples.setdefault(code, str(m.get("message", ""))[:300])
                 continue
             try:
                 head, _ = parse_reply(msg)

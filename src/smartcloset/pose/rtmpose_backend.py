@@ -105,7 +105,7 @@ class RTMPoseBackend:
         self.use_graphs = self.cuda if graphs is None else graphs
         # Batches in flight at once, each on its own thread and CUDA stream: one batch's host work
         # overlaps another's kernels and syncs. The CPU path runs one (torch uses every core).
-        self.max_inflight = max(1, int(inflight)) if (inflight and self.cuda) else (2 if self.cuda else 1)
+        self.max_inflight = (inflight or 2) if self.cuda else 1
         self.detector = detector or default_detector(device)
         self.redetect_every = redetect_every
         self._tracks: dict[Hashable, _Track] = {}

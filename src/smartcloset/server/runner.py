@@ -85,7 +85,7 @@ def _start_engines(config: ServerConfig) -> None:
         log.warning(
             "%d engine processes share the GPU by time-slicing: start NVIDIA MPS on this host "
             "(nvidia-cuda-mps-control -d) before serve, so their kernels run side by side - "
-            "1.4x the frames at 64 clients on an H200 (README, 'Many clients on one GPU')",
+            "1.2-1.4x the frames at 64 clients on an H200 (README, 'Many clients on one GPU')",
             config.engine_processes,
         )
 
