@@ -375,8 +375,9 @@ def test_the_batched_engine_beside_the_sockets_shortens_the_thread_switch_interv
 
 
 def test_mps_is_seen_where_cuda_would_look_for_it(tmp_path):
-    """Several engine processes time-slice the GPU unless MPS runs; serve warns when it does not."""
-    from smartcloset.server.runner import mps_running
+    """Several engine processes time-slice the GPU unless MPS runs; a CUDA engine process warns
+    when it does not."""
+    from smartcloset.engine_ipc import mps_running
 
     env = {"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path)}
     assert not mps_running(env)

@@ -14,7 +14,6 @@ the GPU work moves to K engine processes that every worker shares (engine_ipc.py
 from __future__ import annotations
 
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 from gunicorn.app.base import BaseApplication
@@ -81,20 +80,6 @@ def _start_engines(config: ServerConfig) -> None:
     config.engine_authkeys = [key for _, key, _ in started]
     for address, _, proc in started:
         log.info("engine process %d ready at %s", proc.pid, address)
-    if config.engine_processes > 1 and config.pose_device != "cpu" and not mps_running():
-        log.warning(
-            "%d engine processes share the GPU by time-slicing: start NVIDIA MPS on this host "
-            "(nvidia-cuda-mps-control -d) before serve, so their kernels run side by side - "
-            "1.2-1.4x the frames at 64 clients on an H200 (README, 'Many clients on one GPU')",
-            config.engine_processes,
-        )
-
-
-def mps_running(environ=os.environ) -> bool:
-    """Whether an NVIDIA MPS control daemon listens where this process's CUDA would look for it
-    (``CUDA_MPS_PIPE_DIRECTORY``, by default /tmp/nvidia-mps)."""
-    pipes = environ.get("CUDA_MPS_PIPE_DIRECTORY") or "/tmp/nvidia-mps"
-    return os.path.exists(os.path.join(pipes, "control"))
 
 
 def _worker_exited(server, worker) -> None:
