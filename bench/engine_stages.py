@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--sizes", default="1,8,32,64")
     ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--gpu-jpeg", default="auto", choices=["auto", "nvimgcodec", "torchvision"])
     args = ap.parse_args()
     jpegs = load_frames(str(VIDEO), (1280, 720), 80, 64)
     dev = torch.device("cuda")
@@ -55,14 +56,15 @@ def main() -> None:
     for b in [int(x) for x in args.sizes.split(",")]:
         batch = [jpegs[i % len(jpegs)] for i in range(b)]
         keys = list(range(b))
-        dec_ms, images = timed(lambda: decode_batch(batch, dev), args.reps)  # noqa: B023
+        dec_ms, images = timed(lambda: decode_batch(batch, dev, gpu_jpeg=args.gpu_jpeg), args.reps)  # noqa: B023
         pose_ms, poses = timed(lambda: backend.infer_tensors(images, keys), args.reps)  # noqa: B023
         timed_kp = [TimedKeypoints(p.persons[0].keypoints, "own") for p in poses]
         frames = torch.stack(images)
         ren_ms, out = timed(lambda: renderer.render(frames, timed_kp, [look] * b), args.reps)  # noqa: B023
-        enc_ms, encoded = timed(lambda: encode_batch(list(out), [80] * b), args.reps)  # noqa: B023
+        enc_ms, encoded = timed(lambda: encode_batch(list(out), [80] * b, args.gpu_jpeg), args.reps)  # noqa: B023
         total = dec_ms + pose_ms + ren_ms + enc_ms
         row = {
+            "gpu_jpeg": args.gpu_jpeg,
             "batch": b,
             "decode_ms": round(dec_ms, 2),
             "pose_ms": round(pose_ms, 2),

@@ -73,6 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         processes=args.processes,
         engines=args.engines,
         gil_switch_ms=args.gil_switch_ms,
+        gpu_jpeg=args.gpu_jpeg,
         transport_only=args.transport_only,
         pose_random_weights=args.random_weights,
         pose_stand_in=args.pose_stand_in,
@@ -257,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         help="one-process --render batched: the interpreter's thread switch interval (0: Python's 5 ms)",
+    )
+    s.add_argument(
+        "--gpu-jpeg",
+        default="auto",
+        choices=["auto", "nvimgcodec", "torchvision"],
+        help="JPEG on CUDA (--render batched): nvImageCodec (hardware decode, batched encode; the "
+        "gpu-jpeg extra) or torchvision's nvJPEG (auto: nvImageCodec where installed)",
     )
     bench = s.add_argument_group("benchmarking only")
     bench.add_argument("--transport-only", action="store_true", help="echo frames: measure the transport alone")

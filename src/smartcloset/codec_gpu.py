@@ -1,5 +1,6 @@
-"""JPEG for a whole batch on the frames' device: nvJPEG on CUDA (through torchvision), simplejpeg
-on the CPU - the batched frame path's decode and encode.
+"""JPEG for a whole batch on the frames' device: on CUDA nvImageCodec where it is installed (the
+``gpu-jpeg`` extra: hardware decode, batched encode) else torchvision's nvJPEG; simplejpeg on the
+CPU - the batched frame path's decode and encode.
 
 On CUDA the compressed bytes go up (a few hundred kB a frame instead of 2.7 MB of pixels), are
 decoded to (3, H, W) uint8 RGB on the GPU in one batched call, and come back encoded the same
@@ -11,6 +12,7 @@ header was checked against the limits (``codec.jpeg_size``) before it got here.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,6 +22,38 @@ from . import codec
 from .codec import DEFAULT_LIMITS, ImageError, ImageLimits
 
 log = logging.getLogger(__name__)
+
+# Which library does JPEG on CUDA. "auto": nvImageCodec where it imports, else torchvision.
+GPU_JPEG = ("auto", "nvimgcodec", "torchvision")
+_local = threading.local()  # nvImageCodec's decoder and encoder, one per (thread, device)
+
+
+def gpu_codec(device: torch.device, choice: str = "auto"):
+    """This thread's ``NvImageCodec`` for ``device``, or None where torchvision does the work.
+    "nvimgcodec" insists (ImportError if it is missing); "auto" falls back with one log line."""
+    if choice not in GPU_JPEG:
+        raise ValueError(f"gpu_jpeg must be one of {GPU_JPEG}, got {choice!r}")
+    if choice == "torchvision" or device.type != "cuda":
+        return None
+    codecs = getattr(_local, "codecs", None)
+    if codecs is None:
+        codecs = _local.codecs = {}
+    if device not in codecs:
+        from . import codec_nvimgcodec
+
+        try:
+            codecs[device] = codec_nvimgcodec.NvImageCodec(device)
+        except Exception as exc:  # not installed, or its libraries do not load here
+            if choice == "nvimgcodec":
+                raise
+            codecs[device] = None
+            log.log(
+                logging.INFO if isinstance(exc, ImportError) else logging.WARNING,
+                "JPEG on %s through torchvision's nvJPEG (nvImageCodec: %s)",
+                device,
+                exc,
+            )
+    return codecs[device]
 
 
 def _torchvision_io():
@@ -34,12 +68,23 @@ def _torchvision_io():
 
 
 def decode_batch(
-    jpegs: Sequence[bytes], device: torch.device, limits: ImageLimits = DEFAULT_LIMITS
+    jpegs: Sequence[bytes], device: torch.device, limits: ImageLimits = DEFAULT_LIMITS, gpu_jpeg: str = "auto"
 ) -> list[torch.Tensor | ImageError]:
     """Per JPEG, a (3, H, W) uint8 RGB tensor on ``device`` - or the ImageError it raised."""
     if device.type != "cuda":
         return [_decode_host(data, limits) for data in jpegs]
-    return _decode_nvjpeg(jpegs, device, limits, _torchvision_io())
+    nvi = gpu_codec(device, gpu_jpeg)
+    if nvi is None:
+        return _decode_nvjpeg(jpegs, device, limits, _torchvision_io())
+    decoded = nvi.decode(jpegs)
+    # A frame it cannot decode goes to the host decoder, which says why (or reads it after all).
+    return [
+        img if img is not None else _on_device(_decode_host(jpeg, limits), device) for jpeg, img in zip(jpegs, decoded)
+    ]
+
+
+def _on_device(img: torch.Tensor | ImageError, device: torch.device) -> torch.Tensor | ImageError:
+    return img if isinstance(img, ImageError) else img.to(device)
 
 
 def _decode_host(jpeg: bytes, limits: ImageLimits) -> torch.Tensor | ImageError:
@@ -65,16 +110,18 @@ def _decode_nvjpeg(jpegs: Sequence[bytes], device: torch.device, limits: ImageLi
             # frames of a run with bad_jpeg where another machine ran the same builds clean). The
             # client hears its frame is bad - and is closed after enough of them - only if the
             # host decoder refuses it too.
-            img = _decode_host(jpeg, limits)
+            img = _on_device(_decode_host(jpeg, limits), device)
             rescued += not isinstance(img, ImageError)
-            out.append(img if isinstance(img, ImageError) else img.to(device))
+            out.append(img)
     if rescued:
         log.warning("nvJPEG refused %d frame(s) that the host decoder reads; decoded on the host", rescued)
     return out
 
 
-def encode_batch(images: torch.Tensor | Sequence[torch.Tensor], qualities: Sequence[int]) -> list[bytes]:
-    """(3, H, W) uint8 RGB tensors -> JPEG bytes, nvJPEG on CUDA (one call per quality)."""
+def encode_batch(
+    images: torch.Tensor | Sequence[torch.Tensor], qualities: Sequence[int], gpu_jpeg: str = "auto"
+) -> list[bytes]:
+    """(3, H, W) uint8 RGB tensors -> JPEG bytes, on CUDA one call per quality."""
     images = list(images)
     out: list[bytes | None] = [None] * len(images)
     if not images:
@@ -83,6 +130,9 @@ def encode_batch(images: torch.Tensor | Sequence[torch.Tensor], qualities: Seque
         for i, (img, q) in enumerate(zip(images, qualities)):
             out[i] = codec.encode(np.ascontiguousarray(img.permute(1, 2, 0).numpy()), q, "RGB")
         return out  # type: ignore[return-value]
+    nvi = gpu_codec(images[0].device, gpu_jpeg)
+    if nvi is not None:
+        return nvi.encode(images, qualities)
     io = _torchvision_io()
     for q in sorted(set(qualities)):
         idx = [i for i, qq in enumerate(qualities) if qq == q]

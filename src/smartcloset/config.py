@@ -37,6 +37,10 @@ class ServerConfig:
     # p95 14.1-14.4 ms at 1 ms against 16.4-17.6 ms at 5 ms. Engine processes keep Python's
     # default: no measurement there says it pays.
     gil_switch_ms: float = 1.0
+    # Which library does JPEG on CUDA for "batched": "auto" takes nvImageCodec where it is
+    # installed (the gpu-jpeg extra: decodes on the GPU's hardware JPEG engines, encodes a batch
+    # per call - less host CPU a frame, see docs/performance.md), else torchvision's nvJPEG.
+    gpu_jpeg: str = "auto"
     transport_only: bool = False  # benchmarks: echo each JPEG, no decode/pose/render (transport ceiling)
     pose_random_weights: bool = False  # benchmarks: RTMPose without its checkpoint (speed only)
     engine_addresses: list[str] = field(default_factory=list)  # set by the runner: the engine processes' sockets
@@ -70,6 +74,8 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.engines < 1:
             raise ValueError(f"engines must be at least 1, got {self.engines}")
+        if self.gpu_jpeg not in ("auto", "nvimgcodec", "torchvision"):
+            raise ValueError(f"gpu_jpeg must be auto, nvimgcodec or torchvision, got {self.gpu_jpeg!r}")
         if self.batch_inflight < 0:
             raise ValueError(f"batch_inflight must be 0 (the backend's default) or more, got {self.batch_inflight}")
 

@@ -77,19 +77,21 @@ class FrameEngine(PoseWorker):
         limits: ImageLimits = DEFAULT_LIMITS,
         device: str = "cuda",
         renderer: BatchRenderer | None = None,
+        gpu_jpeg: str = "auto",
         **worker_options,
     ) -> None:
         super().__init__(backend, config, limits, **worker_options)
         self.device = torch.device(device)
         self.renderer = renderer or BatchRenderer(self.device)
+        self.gpu_jpeg = gpu_jpeg  # codec_gpu.GPU_JPEG: which library does JPEG on CUDA
         self._sinks: dict[Hashable, FrameSink] = {}
         self.stage_ms = {k: Rolling(256) for k in STAGES}
         self._tensor_pose = callable(getattr(backend, "infer_tensors", None)) and backend.device == str(device)
         self._local = threading.local()
         log.info(
-            "frame engine on %s: decode %s, pose %s (%s), render + encode on %s",
+            "frame engine on %s: JPEG %s, pose %s (%s), render on %s",
             self.device,
-            "nvJPEG" if self.device.type == "cuda" else "simplejpeg",
+            f"on the GPU ({gpu_jpeg})" if self.device.type == "cuda" else "simplejpeg",
             backend.name,
             "device tensors" if self._tensor_pose else f"host images at {config.inference_size}",
             self.device,
@@ -170,7 +172,7 @@ class FrameEngine(PoseWorker):
         t0 = time.perf_counter()
         with self._cond:
             sinks = [self._sinks.get(key) for key, _, _ in batch]
-        decoded = decode_batch([frame.jpeg for _, _, frame in batch], self.device, self.limits)
+        decoded = decode_batch([frame.jpeg for _, _, frame in batch], self.device, self.limits, self.gpu_jpeg)
         kept, images = [], []
         for item, sink, img in zip(batch, sinks, decoded):
             if isinstance(img, ImageError):
@@ -208,7 +210,7 @@ class FrameEngine(PoseWorker):
                 out[i] = rendered[k]
         t3 = time.perf_counter()
         qualities = [sink.jpeg_quality if sink is not None else 80 for _, sink in kept]
-        jpegs = encode_batch(out, qualities)  # type: ignore[arg-type]
+        jpegs = encode_batch(out, qualities, self.gpu_jpeg)  # type: ignore[arg-type]
         t4 = time.perf_counter()
         for ((_, _, frame), sink), jpeg, pose in zip(kept, jpegs, timed):
             if sink is not None:

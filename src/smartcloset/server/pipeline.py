@@ -127,7 +127,13 @@ def build_engine(config: ServerConfig, backend: PoseBackend, factory=None):
 
     device = backend.device if str(backend.device).startswith("cuda") else "cpu"
     engine = FrameEngine(
-        backend, _batch(config), image_limits(config), device=device, factory=factory, faults=_faults(config)
+        backend,
+        _batch(config),
+        image_limits(config),
+        device=device,
+        gpu_jpeg=config.gpu_jpeg,
+        factory=factory,
+        faults=_faults(config),
     )
     return engine.warm_up().start()
 
