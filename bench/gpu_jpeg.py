@@ -49,13 +49,13 @@ def main() -> None:
     jpegs = load_frames(str(VIDEO), (1280, 720), 80, 64)
     dev = torch.device("cuda")
     rows = []
-    for kind in ("hw", "cuda", "auto"):
+    for kind in ("hw", "hybrid", "auto"):
         try:
             nvi.NvImageCodec(dev, decode_backend=kind)
         except Exception as exc:  # noqa: BLE001 - report and go on
             rows.append({"decoder": kind, "error": repr(exc)})
     print(json.dumps(rows), flush=True)
-    codecs = {kind: nvi.NvImageCodec(dev, decode_backend=kind) for kind in ("hw", "cuda", "auto")}
+    codecs = {kind: nvi.NvImageCodec(dev, decode_backend=kind) for kind in ("hw", "hybrid", "auto")}
     for b in [int(x) for x in args.sizes.split(",")]:
         batch = [jpegs[i % len(jpegs)] for i in range(b)]
         ref = timed(lambda: decode_batch(batch, dev, gpu_jpeg="torchvision"), args.reps)  # noqa: B023

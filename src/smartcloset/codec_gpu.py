@@ -23,36 +23,51 @@ from .codec import DEFAULT_LIMITS, ImageError, ImageLimits
 
 log = logging.getLogger(__name__)
 
-# Which library does JPEG on CUDA. "auto": nvImageCodec where it imports, else torchvision.
+# Which library does JPEG on CUDA. "auto": nvImageCodec where it works here, else torchvision.
 GPU_JPEG = ("auto", "nvimgcodec", "torchvision")
+_resolved: dict[tuple[torch.device, str], str] = {}  # (device, choice) -> the library that does it
 _local = threading.local()  # nvImageCodec's decoder and encoder, one per (thread, device)
 
 
-def gpu_codec(device: torch.device, choice: str = "auto"):
-    """This thread's ``NvImageCodec`` for ``device``, or None where torchvision does the work.
-    "nvimgcodec" insists (ImportError if it is missing); "auto" falls back with one log line."""
+def resolve_gpu_jpeg(device: torch.device, choice: str = "auto") -> str:
+    """The library that does JPEG on ``device`` for ``choice``: "nvimgcodec" or "torchvision".
+    "nvimgcodec" insists (RuntimeError, saying how to install it, where it cannot start); "auto"
+    falls back to torchvision with one log line. Decided once per process and device."""
     if choice not in GPU_JPEG:
         raise ValueError(f"gpu_jpeg must be one of {GPU_JPEG}, got {choice!r}")
     if choice == "torchvision" or device.type != "cuda":
-        return None
-    codecs = getattr(_local, "codecs", None)
-    if codecs is None:
-        codecs = _local.codecs = {}
-    if device not in codecs:
-        from . import codec_nvimgcodec
-
+        return "torchvision"
+    key = (device, choice)
+    if key not in _resolved:
         try:
-            codecs[device] = codec_nvimgcodec.NvImageCodec(device)
+            _thread_codec(device)
+            _resolved[key] = "nvimgcodec"
         except Exception as exc:  # not installed, or its libraries do not load here
             if choice == "nvimgcodec":
-                raise
-            codecs[device] = None
+                raise RuntimeError(f"--gpu-jpeg nvimgcodec cannot start on {device}: {exc}") from exc
             log.log(
                 logging.INFO if isinstance(exc, ImportError) else logging.WARNING,
                 "JPEG on %s through torchvision's nvJPEG (nvImageCodec: %s)",
                 device,
                 exc,
             )
+            _resolved[key] = "torchvision"
+    return _resolved[key]
+
+
+def gpu_codec(device: torch.device, choice: str = "auto"):
+    """This thread's ``NvImageCodec`` for ``device``, or None where torchvision does the work."""
+    return _thread_codec(device) if resolve_gpu_jpeg(device, choice) == "nvimgcodec" else None
+
+
+def _thread_codec(device: torch.device):
+    codecs = getattr(_local, "codecs", None)
+    if codecs is None:
+        codecs = _local.codecs = {}
+    if device not in codecs:
+        from .codec_nvimgcodec import NvImageCodec
+
+        codecs[device] = NvImageCodec(device)
     return codecs[device]
 
 

@@ -21,7 +21,11 @@ import torch
 
 log = logging.getLogger(__name__)
 
-DECODE_BACKENDS = ("auto", "hw", "cuda")  # auto: the library's order (hardware, CUDA, hybrid, CPU)
+# "hw": the hardware JPEG engines only; "hybrid": nvJPEG's CUDA decoder (nvImageCodec files it
+# under HYBRID_CPU_GPU - there is no GPU_ONLY JPEG decoder or encoder, asking for one fails with
+# "Code: 7"); "auto": both, the library spreading a batch between them. Never its CPU codecs: a
+# frame the GPU cannot decode goes to our host decoder, which checks the limits and says why.
+DECODE_BACKENDS = ("auto", "hw", "hybrid")
 
 
 def load():
@@ -39,7 +43,7 @@ def load():
 class NvImageCodec:
     """A batched JPEG decoder and encoder bound to one CUDA device."""
 
-    def __init__(self, device: torch.device, decode_backend: str = "auto") -> None:
+    def __init__(self, device: torch.device, decode_backend: str = "auto", threads: int = 2) -> None:
         if device.type != "cuda":
             raise ValueError(f"nvImageCodec runs on CUDA devices, not {device}")
         if decode_backend not in DECODE_BACKENDS:
@@ -47,11 +51,15 @@ class NvImageCodec:
         nv = self._nv = load()
         self.device = device
         index = device.index if device.index is not None else torch.cuda.current_device()
-        kinds = {"hw": [nv.BackendKind.HW_GPU_ONLY], "cuda": [nv.BackendKind.GPU_ONLY]}.get(decode_backend)
-        backends = [nv.Backend(k) for k in kinds] if kinds else None
-        self._decoder = nv.Decoder(device_id=index, backends=backends)
-        # The encoder on the GPU only: a CPU fallback would hide a slow path behind a fast name.
-        self._encoder = nv.Encoder(device_id=index, backends=[nv.Backend(nv.BackendKind.GPU_ONLY)])
+        hw, hybrid = nv.BackendKind.HW_GPU_ONLY, nv.BackendKind.HYBRID_CPU_GPU
+        kinds = {"hw": [hw], "hybrid": [hybrid], "auto": [hw, hybrid]}[decode_backend]
+        # Each instance would start a thread per core and 15 CUDA streams; the engine has a few
+        # batch threads per process, each with its own instance, and a batch is one call.
+        self._decoder = nv.Decoder(
+            device_id=index, max_num_cpu_threads=threads, backends=[nv.Backend(k) for k in kinds]
+        )
+        # nvJPEG's CUDA encoder only (no CPU fallback hiding a slow path behind a fast name).
+        self._encoder = nv.Encoder(device_id=index, max_num_cpu_threads=threads, backends=[nv.Backend(hybrid)])
         self._decode_params = nv.DecodeParams(
             apply_exif_orientation=False,  # a camera frame has none; a phone photo goes through the closet
             color_spec=nv.ColorSpec.SRGB,

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from . import metrics
 from .codec import DEFAULT_LIMITS, ImageError, ImageLimits, fit_size
-from .codec_gpu import decode_batch, encode_batch
+from .codec_gpu import decode_batch, encode_batch, resolve_gpu_jpeg
 from .pose.backend import PoseBackend
 from .pose.timeline import KeypointTimeline, TimedKeypoints
 from .pose.types import FramePose
@@ -83,7 +83,9 @@ class FrameEngine(PoseWorker):
         super().__init__(backend, config, limits, **worker_options)
         self.device = torch.device(device)
         self.renderer = renderer or BatchRenderer(self.device)
-        self.gpu_jpeg = gpu_jpeg  # codec_gpu.GPU_JPEG: which library does JPEG on CUDA
+        # Which library does JPEG on CUDA, decided here: a missing one asked for by name stops
+        # the engine at start, not every batch later.
+        self.gpu_jpeg = resolve_gpu_jpeg(self.device, gpu_jpeg)
         self._sinks: dict[Hashable, FrameSink] = {}
         self.stage_ms = {k: Rolling(256) for k in STAGES}
         self._tensor_pose = callable(getattr(backend, "infer_tensors", None)) and backend.device == str(device)
@@ -91,7 +93,7 @@ class FrameEngine(PoseWorker):
         log.info(
             "frame engine on %s: JPEG %s, pose %s (%s), render on %s",
             self.device,
-            f"on the GPU ({gpu_jpeg})" if self.device.type == "cuda" else "simplejpeg",
+            f"on the GPU ({self.gpu_jpeg})" if self.device.type == "cuda" else "simplejpeg",
             backend.name,
             "device tensors" if self._tensor_pose else f"host images at {config.inference_size}",
             self.device,
