@@ -55,11 +55,14 @@ class NvImageCodec:
         kinds = {"hw": [hw], "hybrid": [hybrid], "auto": [hw, hybrid]}[decode_backend]
         # Each instance would start a thread per core and 15 CUDA streams; the engine has a few
         # batch threads per process, each with its own instance, and a batch is one call.
+        opts = f":num_cuda_streams={threads}"
         self._decoder = nv.Decoder(
-            device_id=index, max_num_cpu_threads=threads, backends=[nv.Backend(k) for k in kinds]
+            device_id=index, max_num_cpu_threads=threads, backends=[nv.Backend(k) for k in kinds], options=opts
         )
         # nvJPEG's CUDA encoder only (no CPU fallback hiding a slow path behind a fast name).
-        self._encoder = nv.Encoder(device_id=index, max_num_cpu_threads=threads, backends=[nv.Backend(hybrid)])
+        self._encoder = nv.Encoder(
+            device_id=index, max_num_cpu_threads=threads, backends=[nv.Backend(hybrid)], options=opts
+        )
         self._decode_params = nv.DecodeParams(
             apply_exif_orientation=False,  # a camera frame has none; a phone photo goes through the closet
             color_spec=nv.ColorSpec.SRGB,
