@@ -102,11 +102,10 @@ def main() -> None:
         for threads in [int(t) for t in args.threads.split(",")]:
             # nvImageCodec spreads a batch over its threads and CUDA streams
             try:
-                c = nvi.NvImageCodec(dev, decode_backend="hw", threads=threads)
-                d = timed(lambda: c.decode(batch), args.reps)  # noqa: B023
-                e = timed(lambda: c.encode(images, q), args.reps)  # noqa: B023
+                tc = nvi.NvImageCodec(dev, decode_backend="hw", threads=threads)
+                d = timed(lambda: tc.decode(batch), args.reps)  # noqa: B023
+                e = timed(lambda: tc.encode(images, q), args.reps)  # noqa: B023
                 row[f"nvimgcodec_threads_{threads}"] = {"decode_hw_ms": d["ms"], "encode_ms": e["ms"]}
-                del c
             except Exception as exc:  # noqa: BLE001
                 row[f"nvimgcodec_threads_{threads}"] = {"error": repr(exc)}
         print(json.dumps(row), flush=True)
