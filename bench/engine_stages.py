@@ -39,6 +39,11 @@ def timed(fn, reps: int) -> tuple[float, object]:
     return float(np.median(times)), out
 
 
+def psnr(decoded: list, reference: torch.Tensor) -> float:
+    err = (torch.stack(decoded).float() - reference.float()).pow(2).mean()
+    return round(float(10 * torch.log10(255**2 / err)), 2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -74,6 +79,7 @@ def main() -> None:
             "frames_per_s": round(b / total * 1000, 1),
             "jpeg_kb_in": round(sum(map(len, batch)) / b / 1024, 1),
             "jpeg_kb_out": round(sum(map(len, encoded)) / b / 1024, 1),
+            "psnr_out_db": psnr(decode_batch(encoded, dev, gpu_jpeg="torchvision"), out),  # what the client sees
         }
         print(json.dumps(row), flush=True)
         rows.append(row)

@@ -177,3 +177,13 @@ def test_bench_writes_the_figures(tmp_path, fixtures_dir):
     assert all(v > 0 for v in flowed.values()), flowed
     percentiles, stages = set(r["latency_ms"]), set(r["stage_ms"])
     assert percentiles == {"p50", "p95", "p99"} and stages >= {"decode", "pose", "render", "encode"}
+
+
+def test_serve_gpu_jpeg_choice_is_checked():
+    from smartcloset.config import ServerConfig
+
+    proc = run("serve", "--gpu-jpeg", "turbo", check=False, timeout=60)
+    assert proc.returncode == 2 and "--gpu-jpeg: invalid choice: 'turbo'" in proc.stderr
+    with pytest.raises(ValueError, match="gpu_jpeg must be auto, nvimgcodec or torchvision"):
+        ServerConfig.from_mapping({"gpu_jpeg": "turbo"})
+    assert ServerConfig.from_mapping({"gpu_jpeg": "nvimgcodec"}).gpu_jpeg == "nvimgcodec"

@@ -89,3 +89,97 @@ def test_a_frame_nvjpeg_refuses_but_the_host_reads_is_not_the_clients_fault(jpeg
     assert isinstance(out[0], torch.Tensor) and out[0].shape == (3, 720, 1280)
     assert torch.equal(out[0], torch.from_numpy(codec.decode(jpeg, "RGB")).permute(2, 0, 1))
     assert isinstance(out[1], ImageError) and out[1].code == "bad_jpeg"  # as the host path says
+
+
+@pytest.fixture
+def fresh_gpu_jpeg(monkeypatch):
+    """codec_gpu decides the GPU JPEG library once per process: start each test undecided."""
+    pytest.importorskip("torch")
+    from smartcloset import codec_gpu
+
+    monkeypatch.setattr(codec_gpu, "_resolved", {})
+    monkeypatch.setattr(codec_gpu, "_local", __import__("threading").local())
+    return codec_gpu
+
+
+def test_gpu_jpeg_falls_back_to_torchvision_unless_asked_for_by_name(fresh_gpu_jpeg, monkeypatch):
+    import sys
+
+    import torch
+
+    monkeypatch.setitem(sys.modules, "nvidia.nvimgcodec", None)  # as where the extra is not installed
+    cuda = torch.device("cuda")  # only a name here: nothing runs on it
+    g = fresh_gpu_jpeg
+    with pytest.raises(
+        RuntimeError, match=r"--gpu-jpeg nvimgcodec cannot start on cuda: .*pip install 'smart-closet\[gpu-jpeg\]'"
+    ):
+        g.resolve_gpu_jpeg(cuda, "nvimgcodec")
+    assert g.resolve_gpu_jpeg(cuda, "auto") == "torchvision"
+    assert g.gpu_codec(cuda, "auto") is None
+    assert g.resolve_gpu_jpeg(cuda, "torchvision") == "torchvision"
+    assert g.resolve_gpu_jpeg(torch.device("cpu"), "nvimgcodec") == "torchvision"  # no GPU JPEG on a CPU
+    with pytest.raises(ValueError, match="gpu_jpeg must be one of"):
+        g.resolve_gpu_jpeg(cuda, "turbo")
+
+
+def test_gpu_jpeg_frames_the_hardware_decoder_cannot_read_go_to_the_host(fresh_gpu_jpeg, monkeypatch, jpeg):
+    """nvImageCodec answers None for a frame it cannot decode: that frame alone goes to the host
+    decoder, which names what is wrong with it; the others keep their place in the batch."""
+    import torch
+
+    from smartcloset import codec_nvimgcodec
+
+    decoded = torch.full((3, 720, 1280), 7, dtype=torch.uint8)
+
+    class FakeCodec:  # nvImageCodec on a GPU with JPEG engines, reading only the first frame
+        can_decode = True
+
+        def __init__(self, device):
+            self.batches = []
+
+        def decode(self, jpegs):
+            self.batches.append(len(jpegs))
+            return [decoded] + [None] * (len(jpegs) - 1)
+
+        def encode(self, images, qualities):
+            return [b"\xff\xd8" + bytes([q]) for q in qualities]
+
+    monkeypatch.setattr(codec_nvimgcodec, "NvImageCodec", FakeCodec)
+    g = fresh_gpu_jpeg
+    cuda = torch.device("cuda")
+    out = g.decode_batch([jpeg, b"not a jpeg", jpeg[: len(jpeg) // 2]], cuda)
+    assert out[0] is decoded
+    assert isinstance(out[1], ImageError) and out[1].code == "not_jpeg"
+    assert isinstance(out[2], ImageError) and out[2].code == "bad_jpeg"
+    assert g.gpu_codec(cuda).batches == [3]  # one call for the batch
+
+    class OnCuda:  # encode_batch looks at the first image's device only
+        device = cuda
+
+    assert g.encode_batch([OnCuda(), OnCuda()], [80, 70]) == [b"\xff\xd8\x50", b"\xff\xd8\x46"]
+    assert g.resolve_gpu_jpeg(cuda, "torchvision") == "torchvision"  # asking for torchvision still gets it
+
+
+def test_nvimgcodec_on_cuda_matches_torchvision_and_writes_420(jpeg):
+    """On a GPU with nvImageCodec installed: its decode matches torchvision's nvJPEG closely,
+    and its encode is 4:2:0 and close to what it encoded."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA (the GPU JPEG path)")
+    pytest.importorskip("nvidia.nvimgcodec", reason="needs the gpu-jpeg extra (nvImageCodec)")
+    from smartcloset import codec_gpu
+    from smartcloset.codec_nvimgcodec import NvImageCodec
+
+    cuda = torch.device("cuda")
+    nvi = NvImageCodec(cuda)
+    reference = codec_gpu.decode_batch([jpeg], cuda, gpu_jpeg="torchvision")[0]
+    if nvi.can_decode:
+        ours = nvi.decode([jpeg, b"not a jpeg"])
+        assert ours[1] is None
+        assert (ours[0].float() - reference.float()).abs().mean() < 1.0
+    (out,) = nvi.encode([reference], [85])
+    back = torch.from_numpy(codec.decode(out, "RGB")).permute(2, 0, 1).to(cuda).float()
+    mse = (back - reference.float()).pow(2).mean()
+    assert 10 * torch.log10(255**2 / mse) > 35
+    sof = out.index(b"\xff\xc0")
+    assert out[sof + 11] == 0x22  # luma sampled 2x2: chroma at half size both ways (4:2:0)

@@ -1,13 +1,16 @@
 """JPEG for a batch on a CUDA device through NVIDIA's nvImageCodec (the optional ``gpu-jpeg`` extra).
 
-Why it exists beside torchvision's nvJPEG: with many clients the host CPU limits the engine,
-not the GPU. torchvision decodes with nvJPEG's hybrid backend (Huffman decoding on the host)
-and encodes frame by frame with a host sync each. nvImageCodec decodes a whole batch on the
-GPU - on the hardware JPEG engines of an A100/H100/H200 where they exist, else in CUDA - and
-encodes a batch per call. ``bench/gpu_jpeg.py`` measures the two side by side.
+Why beside torchvision's nvJPEG (measured on an H200, ``bench/gpu_jpeg.py``,
+docs/performance.md): torchvision's CUDA encoder writes 4:4:4 JPEG, and nvImageCodec writes
+4:2:0 like the CPU path and the page - rendered frames come out ~27 % smaller at the same
+quality setting, in the same GPU time. Its decoder runs on the GPU's hardware JPEG engines
+(A100/H100/H200), so the Huffman decoding leaves the host CPU that torchvision's hybrid
+decoder uses; it is no faster in wall time. Its CUDA ("hybrid") decoder, which the library
+would also use, was 5-6x slower than torchvision's on a batch of 32: this class decodes on the
+hardware only and says so (``can_decode``); elsewhere torchvision decodes.
 
 Images stay planar (3, H, W) uint8 RGB torch tensors on the device, as the renderer takes them;
-they cross into and out of nvImageCodec without copies (DLPack / CUDA array interface), on the
+they cross into and out of nvImageCodec without copies (DLPack / array interface), on the
 calling thread's current CUDA stream. A decoder and an encoder hold GPU state, so the engine
 keeps one ``NvImageCodec`` per batch thread.
 """
@@ -21,11 +24,9 @@ import torch
 
 log = logging.getLogger(__name__)
 
-# "hw": the hardware JPEG engines only; "hybrid": nvJPEG's CUDA decoder (nvImageCodec files it
-# under HYBRID_CPU_GPU - there is no GPU_ONLY JPEG decoder or encoder, asking for one fails with
-# "Code: 7"); "auto": both, the library spreading a batch between them. Never its CPU codecs: a
-# frame the GPU cannot decode goes to our host decoder, which checks the limits and says why.
-DECODE_BACKENDS = ("auto", "hw", "hybrid")
+# Threads and CUDA streams per instance. The library's default is one per core (15 on a 16-core
+# host) for every instance; on an H200 4 encoded a batch of 32-64 fastest (1, 8 and 15 slower).
+THREADS = 4
 
 
 def load():
@@ -41,41 +42,52 @@ def load():
 
 
 class NvImageCodec:
-    """A batched JPEG decoder and encoder bound to one CUDA device."""
+    """A batched JPEG encoder - and, where the GPU has JPEG engines, decoder - on one CUDA device."""
 
-    def __init__(self, device: torch.device, decode_backend: str = "auto", threads: int = 2) -> None:
+    def __init__(self, device: torch.device, threads: int = THREADS) -> None:
         if device.type != "cuda":
             raise ValueError(f"nvImageCodec runs on CUDA devices, not {device}")
-        if decode_backend not in DECODE_BACKENDS:
-            raise ValueError(f"decode_backend must be one of {DECODE_BACKENDS}, got {decode_backend!r}")
         nv = self._nv = load()
         self.device = device
         index = device.index if device.index is not None else torch.cuda.current_device()
-        hw, hybrid = nv.BackendKind.HW_GPU_ONLY, nv.BackendKind.HYBRID_CPU_GPU
-        kinds = {"hw": [hw], "hybrid": [hybrid], "auto": [hw, hybrid]}[decode_backend]
-        # Each instance would start a thread per core and 15 CUDA streams; the engine has a few
-        # batch threads per process, each with its own instance, and a batch is one call.
         opts = f":num_cuda_streams={threads}"
-        self._decoder = nv.Decoder(
-            device_id=index, max_num_cpu_threads=threads, backends=[nv.Backend(k) for k in kinds], options=opts
-        )
-        # nvJPEG's CUDA encoder only (no CPU fallback hiding a slow path behind a fast name).
+        # nvImageCodec files nvJPEG's CUDA codecs under HYBRID_CPU_GPU and the JPEG engines under
+        # HW_GPU_ONLY; it has no GPU_ONLY JPEG codec (asking for one fails with "Code: 7"). Never
+        # its CPU codecs: they would hide a slow path behind a fast name.
         self._encoder = nv.Encoder(
-            device_id=index, max_num_cpu_threads=threads, backends=[nv.Backend(hybrid)], options=opts
+            device_id=index,
+            max_num_cpu_threads=threads,
+            backends=[nv.Backend(nv.BackendKind.HYBRID_CPU_GPU)],
+            options=opts,
         )
+        try:
+            self._decoder = nv.Decoder(
+                device_id=index,
+                max_num_cpu_threads=threads,
+                backends=[nv.Backend(nv.BackendKind.HW_GPU_ONLY)],
+                options=opts,
+            )
+        except RuntimeError as exc:  # no JPEG engines on this GPU
+            log.info("no hardware JPEG decoder on %s (%s): torchvision decodes", device, exc)
+            self._decoder = None
         self._decode_params = nv.DecodeParams(
             apply_exif_orientation=False,  # a camera frame has none; a phone photo goes through the closet
             color_spec=nv.ColorSpec.SRGB,
             sample_format=nv.SampleFormat.P_RGB,
         )
         self._encode_params: dict[int, object] = {}
-        self.decode_backend = decode_backend
+
+    @property
+    def can_decode(self) -> bool:
+        return self._decoder is not None
 
     def _stream(self) -> int:
         return torch.cuda.current_stream(self.device).cuda_stream
 
     def decode(self, jpegs: Sequence[bytes]) -> list[torch.Tensor | None]:
         """Per JPEG, a (3, H, W) uint8 RGB tensor on the device - None where it cannot be decoded."""
+        if self._decoder is None:
+            raise RuntimeError(f"no hardware JPEG decoder on {self.device}")
         nv = self._nv
         streams = [nv.CodeStream(bytes(j)) for j in jpegs]
         images = self._decoder.decode(streams, params=self._decode_params, cuda_stream=self._stream())
