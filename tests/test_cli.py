@@ -187,3 +187,13 @@ def test_serve_gpu_jpeg_choice_is_checked():
     with pytest.raises(ValueError, match="gpu_jpeg must be auto, nvimgcodec or torchvision"):
         ServerConfig.from_mapping({"gpu_jpeg": "turbo"})
     assert ServerConfig.from_mapping({"gpu_jpeg": "nvimgcodec"}).gpu_jpeg == "nvimgcodec"
+
+
+def test_auto_gpu_jpeg_is_torchvision_where_several_engines_share_the_gpu():
+    from smartcloset.config import ServerConfig
+    from smartcloset.server.pipeline import engine_gpu_jpeg
+
+    assert engine_gpu_jpeg(ServerConfig(render="batched")) == "auto"  # nvImageCodec where installed
+    assert engine_gpu_jpeg(ServerConfig(render="batched", processes=4)) == "auto"  # still one engine
+    assert engine_gpu_jpeg(ServerConfig(render="batched", processes=4, engines=2)) == "torchvision"
+    assert engine_gpu_jpeg(ServerConfig(render="batched", engines=2, gpu_jpeg="nvimgcodec")) == "nvimgcodec"

@@ -37,9 +37,10 @@ class ServerConfig:
     # p95 14.1-14.4 ms at 1 ms against 16.4-17.6 ms at 5 ms. Engine processes keep Python's
     # default: no measurement there says it pays.
     gil_switch_ms: float = 1.0
-    # Which library does JPEG on CUDA for "batched": "auto" takes nvImageCodec where it is
-    # installed (the gpu-jpeg extra: decodes on the GPU's hardware JPEG engines, encodes a batch
-    # per call - less host CPU a frame, see docs/performance.md), else torchvision's nvJPEG.
+    # Which library does JPEG on CUDA for "batched": nvImageCodec (the gpu-jpeg extra: 4:2:0
+    # output ~27 % smaller, decoding on the GPU's JPEG engines) or torchvision's nvJPEG. "auto":
+    # nvImageCodec where installed and one engine holds the GPU, torchvision where several
+    # engine processes share it (pipeline.engine_gpu_jpeg says what was measured).
     gpu_jpeg: str = "auto"
     transport_only: bool = False  # benchmarks: echo each JPEG, no decode/pose/render (transport ceiling)
     pose_random_weights: bool = False  # benchmarks: RTMPose without its checkpoint (speed only)
