@@ -91,6 +91,7 @@ def main() -> None:
             "ms": enc["ms"],
             "cpu_ms": enc["cpu_ms"],
             "kb": round(sum(map(len, enc["out"])) / b / 1024, 1),
+            "subsampling": subsampling(enc["out"][0]),  # torchvision's CUDA encoder fixes 4:4:4
         }
         try:
             c = codecs["hw"]
