@@ -189,11 +189,12 @@ def test_serve_gpu_jpeg_choice_is_checked():
     assert ServerConfig.from_mapping({"gpu_jpeg": "nvimgcodec"}).gpu_jpeg == "nvimgcodec"
 
 
-def test_auto_gpu_jpeg_is_torchvision_where_several_engines_share_the_gpu():
+def test_auto_gpu_jpeg_is_torchvision_where_engine_processes_serve_socket_processes():
     from smartcloset.config import ServerConfig
     from smartcloset.server.pipeline import engine_gpu_jpeg
 
     assert engine_gpu_jpeg(ServerConfig(render="batched")) == "auto"  # nvImageCodec where installed
-    assert engine_gpu_jpeg(ServerConfig(render="batched", processes=4)) == "auto"  # still one engine
+    assert engine_gpu_jpeg(ServerConfig(render="batched", processes=4)) == "torchvision"
     assert engine_gpu_jpeg(ServerConfig(render="batched", processes=4, engines=2)) == "torchvision"
     assert engine_gpu_jpeg(ServerConfig(render="batched", engines=2, gpu_jpeg="nvimgcodec")) == "nvimgcodec"
+    assert engine_gpu_jpeg(ServerConfig(render="batched", processes=4, gpu_jpeg="torchvision")) == "torchvision"

@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=["auto", "nvimgcodec", "torchvision"],
         help="JPEG on CUDA (--render batched): nvImageCodec (4:2:0, hardware decode; the gpu-jpeg "
-        "extra) or torchvision's nvJPEG (auto: nvImageCodec where installed, unless --engines > 1)",
+        "extra) or torchvision's nvJPEG (auto: nvImageCodec where installed, in one process)",
     )
     bench = s.add_argument_group("benchmarking only")
     bench.add_argument("--transport-only", action="store_true", help="echo frames: measure the transport alone")

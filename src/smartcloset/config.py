@@ -39,8 +39,8 @@ class ServerConfig:
     gil_switch_ms: float = 1.0
     # Which library does JPEG on CUDA for "batched": nvImageCodec (the gpu-jpeg extra: 4:2:0
     # output ~27 % smaller, decoding on the GPU's JPEG engines) or torchvision's nvJPEG. "auto":
-    # nvImageCodec where installed and one engine holds the GPU, torchvision where several
-    # engine processes share it (pipeline.engine_gpu_jpeg says what was measured).
+    # nvImageCodec where installed and the engine runs in the sockets' process, torchvision in
+    # engine processes (pipeline.engine_gpu_jpeg says what was measured).
     gpu_jpeg: str = "auto"
     transport_only: bool = False  # benchmarks: echo each JPEG, no decode/pose/render (transport ceiling)
     pose_random_weights: bool = False  # benchmarks: RTMPose without its checkpoint (speed only)

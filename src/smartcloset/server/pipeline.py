@@ -140,12 +140,13 @@ def build_engine(config: ServerConfig, backend: PoseBackend, factory=None):
 
 def engine_gpu_jpeg(config: ServerConfig) -> str:
     """``--gpu-jpeg`` for an engine: "auto" leaves the choice to codec_gpu (nvImageCodec where
-    installed) where one engine holds the GPU, and takes torchvision's nvJPEG where several engine
-    processes share it. Measured on an H100, same calls: one client got all 30 FPS with
-    nvImageCodec against 20-23 with torchvision (p95 13.3-14.4 against 14.7-15.1 ms); 64 clients
-    on two engine processes with MPS drew 714-1,406 frames/s with nvImageCodec (two rows of four
-    collapsed, their frames dropped before the engine) against 967-1,314 with torchvision."""
-    if config.gpu_jpeg == "auto" and config.engines > 1:
+    installed) where the engine runs in the sockets' own process, and takes torchvision's nvJPEG
+    where engine processes serve socket processes. Measured on an H100, same calls: one client
+    (one process) got all 30 FPS with nvImageCodec against 20-23 with torchvision (p95 13.3-14.4
+    against 14.7-15.1 ms); 64 clients on two engine processes with MPS drew 714-1,406 frames/s
+    with nvImageCodec (two rows of four collapsed, their frames dropped in the socket processes)
+    against 967-1,314 with torchvision. Engine processes were not measured otherwise."""
+    if config.gpu_jpeg == "auto" and config.engine_processes:
         return "torchvision"
     return config.gpu_jpeg
 
