@@ -1,8 +1,8 @@
 """JPEG on the GPU for a batch of frames: torchvision's nvJPEG against nvImageCodec.
 
-In the engine, torchvision decodes with nvJPEG's hybrid backend (Huffman on the host CPU) and
-encodes frame by frame. nvImageCodec decodes a batch on the GPU's hardware JPEG engines
-(A100/H100/H200) and encodes a batch per call over a few CUDA streams. Per batch size: wall time
+torchvision decodes a batch on the GPU's hardware JPEG engines (A100/H100/H200; one decoder per
+process, behind a lock) and encodes frame by frame, 4:4:4. nvImageCodec decodes a batch on the
+same engines and encodes a batch per call over a few CUDA streams, 4:2:0. Per batch size: wall time
 (median; ``cpu_ms`` is the process's CPU time, which includes spinning in CUDA syncs), how far
 the decoded pixels differ from torchvision's, the encoded size, its chroma subsampling (read
 from the frame header) and its PSNR against the encoder's input; then nvImageCodec's thread

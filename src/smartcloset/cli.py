@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpu-jpeg",
         default="auto",
         choices=["auto", "nvimgcodec", "torchvision"],
-        help="JPEG on CUDA (--render batched): nvImageCodec (4:2:0, hardware decode; the gpu-jpeg "
+        help="JPEG on CUDA (--render batched): nvImageCodec (4:2:0 output; the gpu-jpeg "
         "extra) or torchvision's nvJPEG (auto: nvImageCodec where installed, in one process)",
     )
     bench = s.add_argument_group("benchmarking only")

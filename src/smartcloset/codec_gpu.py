@@ -1,6 +1,6 @@
 """JPEG for a whole batch on the frames' device: on CUDA nvImageCodec where it is installed (the
-``gpu-jpeg`` extra: 4:2:0 output, decode on the hardware JPEG engines; codec_nvimgcodec.py says
-why) else torchvision's nvJPEG; simplejpeg on the CPU - the batched frame path's decode and encode.
+``gpu-jpeg`` extra: 4:2:0 output, a decoder per batch thread; codec_nvimgcodec.py says why)
+else torchvision's nvJPEG; simplejpeg on the CPU - the batched frame path's decode and encode.
 
 On CUDA the compressed bytes go up (a few hundred kB a frame instead of 2.7 MB of pixels), are
 decoded to (3, H, W) uint8 RGB on the GPU in one batched call, and come back encoded the same

@@ -1,13 +1,15 @@
 """JPEG for a batch on a CUDA device through NVIDIA's nvImageCodec (the optional ``gpu-jpeg`` extra).
 
-Why beside torchvision's nvJPEG (measured on an H200, ``bench/gpu_jpeg.py``,
+Why beside torchvision's nvJPEG (measured on an H100 and an H200, ``bench/gpu_jpeg.py``,
 docs/performance.md): torchvision's CUDA encoder writes 4:4:4 JPEG, and nvImageCodec writes
 4:2:0 like the CPU path and the page - rendered frames come out ~27 % smaller at the same
-quality setting, in the same GPU time. Its decoder runs on the GPU's hardware JPEG engines
-(A100/H100/H200), so the Huffman decoding leaves the host CPU that torchvision's hybrid
-decoder uses; it is no faster in wall time. Its CUDA ("hybrid") decoder, which the library
-would also use, was 5-6x slower than torchvision's on a batch of 32: this class decodes on the
-hardware only and says so (``can_decode``); elsewhere torchvision decodes.
+quality setting, in the same GPU time. Both decode a batch on the GPU's hardware JPEG engines
+(A100/H100/H200) in the same time; torchvision's decoder is one per process behind a lock and
+waits on its stream twice a call, nvImageCodec's is one per batch thread. Through the server in
+one process, nvImageCodec gave one client and 8 clients all their 30 FPS where torchvision gave
+20-23 and stalled (docs/performance.md). nvImageCodec's CUDA ("hybrid") decoder, which the
+library would also use, was 5-6x slower on a batch of 32: this class decodes on the JPEG engines
+only and says so (``can_decode``); elsewhere torchvision decodes.
 
 Images stay planar (3, H, W) uint8 RGB torch tensors on the device, as the renderer takes them;
 they cross into and out of nvImageCodec without copies (DLPack / array interface), on the

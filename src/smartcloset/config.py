@@ -38,7 +38,7 @@ class ServerConfig:
     # default: no measurement there says it pays.
     gil_switch_ms: float = 1.0
     # Which library does JPEG on CUDA for "batched": nvImageCodec (the gpu-jpeg extra: 4:2:0
-    # output ~27 % smaller, decoding on the GPU's JPEG engines) or torchvision's nvJPEG. "auto":
+    # output ~27 % smaller, a decoder per batch thread) or torchvision's nvJPEG. "auto":
     # nvImageCodec where installed and the engine runs in the sockets' process, torchvision in
     # engine processes (pipeline.engine_gpu_jpeg says what was measured).
     gpu_jpeg: str = "auto"
