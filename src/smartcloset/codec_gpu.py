@@ -40,7 +40,9 @@ def resolve_gpu_jpeg(device: torch.device, choice: str = "auto") -> str:
     key = (device, choice)
     if key not in _resolved:
         try:
-            _thread_codec(device)
+            from .codec_nvimgcodec import NvImageCodec
+
+            NvImageCodec(device)  # a trial: each thread that does JPEG makes its own
             _resolved[key] = "nvimgcodec"
         except Exception as exc:  # not installed, or its libraries do not load here
             if choice == "nvimgcodec":

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from . import metrics
 from .codec import DEFAULT_LIMITS, ImageError, ImageLimits, fit_size
-from .codec_gpu import decode_batch, encode_batch, resolve_gpu_jpeg
+from .codec_gpu import decode_batch, encode_batch, gpu_codec, resolve_gpu_jpeg
 from .pose.backend import PoseBackend
 from .pose.timeline import KeypointTimeline, TimedKeypoints
 from .pose.types import FramePose
@@ -108,7 +108,8 @@ class FrameEngine(PoseWorker):
     def warm_up(self, shape: tuple[int, int] = (720, 1280), timeout_s: float = 300.0) -> FrameEngine:
         """Capture the pose graphs of every batch-size bucket on every in-flight thread before the
         first client comes (else the first seconds of a busy server go to captures; ~7 s on an
-        H200). One task per pool thread, held together by a barrier so each thread takes one."""
+        H200), and make each thread's nvImageCodec where it does the JPEG. One task per pool
+        thread, held together by a barrier so each thread takes one."""
         if self.device.type != "cuda" or not self._tensor_pose:
             return self
         threads = self._max_inflight
@@ -121,6 +122,7 @@ class FrameEngine(PoseWorker):
             try:
                 barrier.wait(60)
                 with torch.cuda.stream(self._stream()):
+                    gpu_codec(self.device, self.gpu_jpeg)  # this thread's nvImageCodec, if it does JPEG
                     frame = torch.zeros((3, *shape), dtype=torch.uint8, device=self.device)
                     for n in sizes:
                         backend.infer_tensors([frame] * n, [None] * n)  # type: ignore[attr-defined]
