@@ -253,6 +253,7 @@ class FrameEngine(PoseWorker):
 
     def snapshot(self) -> dict:
         snap = super().snapshot()
-        snap["frame_path"] = f"batched on {self.device}"
+        jpeg = f", JPEG by {self.gpu_jpeg}" if self.device.type == "cuda" else ""
+        snap["frame_path"] = f"batched on {self.device}{jpeg}"
         snap["stage_ms_p50"] = {k: v.median() for k, v in self.stage_ms.items()}
         return snap

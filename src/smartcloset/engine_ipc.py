@@ -311,7 +311,8 @@ class RemoteEngine:
         return int(self._stats.get("dropped", {}).get(str(client), 0))
 
     def snapshot(self) -> dict:
-        return dict(self._stats, frame_path="batched in the engine process")
+        inner = self._stats.get("frame_path")  # the engine's own: its device and JPEG library
+        return dict(self._stats, frame_path="batched in the engine process" + (f" ({inner})" if inner else ""))
 
     def health(self) -> tuple[str, str]:
         if self._link.closed:
