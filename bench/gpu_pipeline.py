@@ -62,7 +62,13 @@ def run(label: str, clients: int, serve: list[str], seconds: float, fps: float =
                     "error",
                 )
             }
-            | {"lat": lat, "gpu": result.get("gpu"), "cpu%": result.get("server_cpu_percent")}
+            | {
+                "lat": lat,
+                "gpu": result.get("gpu"),
+                "cpu%": result.get("server_cpu_percent"),
+                "cpu_ms/frame": result.get("server_cpu_ms_per_frame"),
+                "clients_cpu%": result.get("client_cpu_percent"),
+            }
         ),
         flush=True,
     )

@@ -177,6 +177,10 @@ def test_bench_writes_the_figures(tmp_path, fixtures_dir):
     assert all(v > 0 for v in flowed.values()), flowed
     percentiles, stages = set(r["latency_ms"]), set(r["stage_ms"])
     assert percentiles == {"p50", "p95", "p99"} and stages >= {"decode", "pose", "render", "encode"}
+    # CPU: the server's per frame sent back, and the load generator's own (both spent something)
+    assert r["server_cpu_ms_per_frame"] > 0 and r["client_cpu_percent"] > 0, r
+    per_frame = 10.0 * r["server_cpu_percent"] / (r["output_fps"] * r["clients"])
+    assert abs(r["server_cpu_ms_per_frame"] - per_frame) <= 0.25 * per_frame + 0.01, r
 
 
 def test_serve_gpu_jpeg_choice_is_checked():

@@ -254,23 +254,25 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def _client_group(url: str, frames: list[bytes], fps: float, offsets: list[int], warmup: float, seconds: float):
-    """A child process's share of the clients: connect, warm up, measure, return the results."""
+    """A child process's share of the clients: connect, warm up, measure, return the results,
+    the window and the CPU seconds this process spent in it (the load generator's own cost: on
+    one machine it takes cores from the server it measures)."""
     clients = [BenchClient(url, frames, fps, off) for off in offsets]
     for c in clients:
         c.start()
     time.sleep(warmup)
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     for c in clients:
         c.measuring = True
     time.sleep(seconds)
     for c in clients:
         c.measuring = False
-    window = time.monotonic() - t0
+    window, cpu = time.monotonic() - t0, time.process_time() - cpu0
     for c in clients:
         c.stop()
     for c in clients:
         c.join()
-    return [c.result for c in clients], window
+    return [c.result for c in clients], window, cpu
 
 
 class GpuSampler:
@@ -357,16 +359,19 @@ def run_bench(cfg: BenchConfig) -> dict:
             window = time.monotonic() - t0
             after = _get_json(base + "/api/stats")
             cpu1 = sum(filter(None, (_cpu_seconds(p) for p in pids)))
-            results, windows = [], []
+            results, windows, client_cpu = [], [], 0.0
             for job in pending:
-                rs, w = job.result(timeout=cfg.seconds + lead + 60)
+                rs, w, cpu = job.result(timeout=cfg.seconds + lead + 60)
                 results += rs
                 windows += [w] * len(rs)
+                client_cpu += cpu / w
     finally:
         if proc is not None:
             stop_server(proc)
 
     out_fps = [r.received / w for r, w in zip(results, windows)]
+    returned = sum(out_fps)  # frames sent back per second, all clients
+    server_cpu = round(100.0 * (cpu1 - cpu0) / window, 1) if pids else None
     in_fps = [r.sent / w for r, w in zip(results, windows)]
     rtt = [v for r in results for v in r.rtt_ms]
     lat = [v for r in results for v in r.latency_ms]
@@ -406,7 +411,12 @@ def run_bench(cfg: BenchConfig) -> dict:
         "mean_batch_size": after.get("mean_batch_size") and round(after["mean_batch_size"], 2),
         "stage_ms": stage,
         "pose_sources": sources,
-        "server_cpu_percent": round(100.0 * (cpu1 - cpu0) / window, 1) if pids else None,
+        "server_cpu_percent": server_cpu,
+        # Comparable across client counts and machines: the server's CPU for each frame sent back.
+        "server_cpu_ms_per_frame": round(10.0 * server_cpu / returned, 3)
+        if server_cpu is not None and returned
+        else None,
+        "client_cpu_percent": round(100.0 * client_cpu, 1),  # the load generator, all its processes
         "backend": after.get("backend"),
         "device": after.get("device"),
         "cpu_count": os.cpu_count(),
@@ -429,7 +439,8 @@ def print_table(result: dict, out) -> None:
         ("mean batch size", result["mean_batch_size"]),
         ("stage ms (median)", ", ".join(f"{k} {v}" for k, v in st.items())),
         ("pose sources", ", ".join(f"{k} {v}" for k, v in sorted(result["pose_sources"].items()))),
-        ("server CPU %", result["server_cpu_percent"]),
+        ("server CPU % (ms a frame)", f"{result['server_cpu_percent']} ({result['server_cpu_ms_per_frame']})"),
+        ("bench clients' CPU %", result["client_cpu_percent"]),
         ("backend / device", f"{result['backend']} / {result['device']}"),
     ]
     width = max(len(k) for k, _ in rows)
