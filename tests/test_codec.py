@@ -183,3 +183,46 @@ def test_nvimgcodec_on_cuda_matches_torchvision_and_writes_420(jpeg):
     assert 10 * torch.log10(255**2 / mse) > 35
     sof = out.index(b"\xff\xc0")
     assert out[sof + 11] == 0x22  # luma sampled 2x2: chroma at half size both ways (4:2:0)
+
+
+def test_a_batch_nvimgcodec_fails_as_a_whole_goes_to_torchvision(fresh_gpu_jpeg, monkeypatch, jpeg):
+    """A failed nvImageCodec call costs no frames: torchvision decodes or encodes that batch."""
+    import torch
+
+    from smartcloset import codec_nvimgcodec
+
+    class FailingCodec:
+        can_decode = True
+
+        def __init__(self, device):
+            pass
+
+        def decode(self, jpegs):
+            raise RuntimeError("nvimgcodec: decoder lost")
+
+        def encode(self, images, qualities):
+            raise RuntimeError("nvimgcodec: encoder lost")
+
+    class Torchvision:  # torchvision.io, as far as codec_gpu uses it
+        class ImageReadMode:
+            RGB = "RGB"
+
+        def decode_jpeg(self, data, mode, device):
+            return [torch.full((3, 4, 4), len(d) % 251, dtype=torch.uint8) for d in data]
+
+        def encode_jpeg(self, images, quality):
+            return [torch.tensor([0xFF, 0xD8, quality], dtype=torch.uint8) for _ in images]
+
+    monkeypatch.setattr(codec_nvimgcodec, "NvImageCodec", FailingCodec)
+    monkeypatch.setattr(fresh_gpu_jpeg, "_torchvision_io", Torchvision)
+    cuda = torch.device("cuda")
+    out = fresh_gpu_jpeg.decode_batch([jpeg, jpeg[:-5]], cuda)
+    assert [int(o[0, 0, 0]) for o in out] == [len(jpeg) % 251, (len(jpeg) - 5) % 251]
+
+    class OnCuda:
+        device = cuda
+
+        def contiguous(self):
+            return self
+
+    assert fresh_gpu_jpeg.encode_batch([OnCuda(), OnCuda()], [80, 80]) == [b"\xff\xd8\x50", b"\xff\xd8\x50"]

@@ -91,9 +91,14 @@ def decode_batch(
     if device.type != "cuda":
         return [_decode_host(data, limits) for data in jpegs]
     nvi = gpu_codec(device, gpu_jpeg)
-    if nvi is None or not nvi.can_decode:
+    decoded = None
+    if nvi is not None and nvi.can_decode:
+        try:
+            decoded = nvi.decode(jpegs)
+        except RuntimeError:  # the call failed as a whole: the batch still gets decoded
+            log.warning("nvImageCodec failed a batch of %d frames; torchvision decodes it", len(jpegs), exc_info=True)
+    if decoded is None:
         return _decode_nvjpeg(jpegs, device, limits, _torchvision_io())
-    decoded = nvi.decode(jpegs)
     # A frame it cannot decode goes to the host decoder, which says why (or reads it after all).
     return [
         img if img is not None else _on_device(_decode_host(jpeg, limits), device) for jpeg, img in zip(jpegs, decoded)
@@ -149,7 +154,10 @@ def encode_batch(
         return out  # type: ignore[return-value]
     nvi = gpu_codec(images[0].device, gpu_jpeg)
     if nvi is not None:
-        return nvi.encode(images, qualities)
+        try:
+            return nvi.encode(images, qualities)
+        except RuntimeError:  # the batch still goes out, encoded by torchvision
+            log.warning("nvImageCodec failed to encode %d frames; torchvision encodes them", len(images), exc_info=True)
     io = _torchvision_io()
     for q in sorted(set(qualities)):
         idx = [i for i, qq in enumerate(qualities) if qq == q]
