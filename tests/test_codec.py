@@ -97,7 +97,7 @@ def fresh_gpu_jpeg(monkeypatch):
     pytest.importorskip("torch")
     from smartcloset import codec_gpu
 
-    monkeypatch.setattr(codec_gpu, "_resolved", {})
+    monkeypatch.setattr(codec_gpu, "_trials", {})
     monkeypatch.setattr(codec_gpu, "_local", __import__("threading").local())
     return codec_gpu
 

@@ -25,36 +25,38 @@ log = logging.getLogger(__name__)
 
 # Which library does JPEG on CUDA. "auto": nvImageCodec where it works here, else torchvision.
 GPU_JPEG = ("auto", "nvimgcodec", "torchvision")
-_resolved: dict[tuple[torch.device, str], str] = {}  # (device, choice) -> the library that does it
+_trials: dict[torch.device, Exception | None] = {}  # device -> why nvImageCodec cannot start there (None: it can)
 _local = threading.local()  # nvImageCodec's decoder and encoder, one per (thread, device)
 
 
 def resolve_gpu_jpeg(device: torch.device, choice: str = "auto") -> str:
     """The library that does JPEG on ``device`` for ``choice``: "nvimgcodec" or "torchvision".
     "nvimgcodec" insists (RuntimeError, saying how to install it, where it cannot start); "auto"
-    falls back to torchvision with one log line. Decided once per process and device."""
+    falls back to torchvision with one log line. Tried once per process and device."""
     if choice not in GPU_JPEG:
         raise ValueError(f"gpu_jpeg must be one of {GPU_JPEG}, got {choice!r}")
     if choice == "torchvision" or device.type != "cuda":
         return "torchvision"
-    key = (device, choice)
-    if key not in _resolved:
+    if device not in _trials:
         try:
             from .codec_nvimgcodec import NvImageCodec
 
             NvImageCodec(device)  # a trial: each thread that does JPEG makes its own
-            _resolved[key] = "nvimgcodec"
+            _trials[device] = None
         except Exception as exc:  # not installed, or its libraries do not load here
-            if choice == "nvimgcodec":
-                raise RuntimeError(f"--gpu-jpeg nvimgcodec cannot start on {device}: {exc}") from exc
+            _trials[device] = exc
             log.log(
                 logging.INFO if isinstance(exc, ImportError) else logging.WARNING,
-                "JPEG on %s through torchvision's nvJPEG (nvImageCodec: %s)",
+                "nvImageCodec cannot start on %s (%s): JPEG there through torchvision's nvJPEG",
                 device,
                 exc,
             )
-            _resolved[key] = "torchvision"
-    return _resolved[key]
+    failure = _trials[device]
+    if failure is None:
+        return "nvimgcodec"
+    if choice == "nvimgcodec":
+        raise RuntimeError(f"--gpu-jpeg nvimgcodec cannot start on {device}: {failure}") from failure
+    return "torchvision"
 
 
 def gpu_codec(device: torch.device, choice: str = "auto"):
