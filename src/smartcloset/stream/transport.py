@@ -13,6 +13,12 @@ Four things it does not do by itself, each measured or reported:
 * Its receive queue is an unbounded list filled by a reader thread. ``bound_inbox`` swaps in a
   ``BoundedInbox``: past ``limit`` waiting messages the oldest is dropped and counted, so a
   client flooding faster than we read costs a few frames of memory, never more.
+
+And one thing wsproto (under simple-websocket) does slowly: every byte a client sends is masked
+(RFC 6455), and wsproto unmasks with four ``bytes.translate`` passes - ~100 us for a 37 kB frame
+on the 2-core VM, about half of the Python a socket process spends on a frame (py-spy). NumPy
+does the same XOR in ~13 us; ``NumpyXorMasker`` takes wsproto's place (``speed_up_masking``,
+called on import), for the server's unmasking and a Python client's masking alike.
 """
 
 from __future__ import annotations
@@ -23,10 +29,46 @@ import socket
 import threading
 from collections import deque
 
+import numpy as np
+import wsproto.frame_protocol
 from simple_websocket import ConnectionClosed
 from wsproto.events import BytesMessage, TextMessage
 
 log = logging.getLogger(__name__)
+
+
+class NumpyXorMasker:
+    """wsproto's ``XorMaskerSimple`` - the RFC 6455 mask, XORed over a message that may come in
+    several pieces, its key turning with each piece's length - with the XOR done by NumPy."""
+
+    def __init__(self, masking_key: bytes | bytearray) -> None:
+        self._key = bytes(masking_key)
+
+    def process(self, data: bytes | bytearray) -> bytearray:
+        out = bytearray(data)
+        n = len(out)
+        if not n:
+            return out
+        whole = n - n % 4
+        if whole:
+            words = np.frombuffer(out, dtype=np.uint32, count=whole // 4)  # a writable view of ``out``
+            np.bitwise_xor(words, np.frombuffer(self._key, dtype=np.uint32), out=words)
+        for i in range(whole, n):  # the last 1-3 bytes
+            out[i] ^= self._key[i - whole]
+        turn = n % 4
+        self._key = self._key[turn:] + self._key[:turn]
+        return out
+
+
+WSPROTO_XOR_MASKER = wsproto.frame_protocol.XorMaskerSimple  # wsproto's own (the tests compare)
+
+
+def speed_up_masking() -> None:
+    """Have wsproto mask and unmask with ``NumpyXorMasker`` (it looks the class up on each frame)."""
+    wsproto.frame_protocol.XorMaskerSimple = NumpyXorMasker  # type: ignore[misc]
+
+
+speed_up_masking()
 
 
 class DeclineCompression:
