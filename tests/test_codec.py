@@ -141,8 +141,8 @@ def test_gpu_jpeg_frames_the_hardware_decoder_cannot_read_go_to_the_host(fresh_g
             self.batches.append(len(jpegs))
             return [decoded] + [None] * (len(jpegs) - 1)
 
-        def encode(self, images, qualities):
-            return [b"\xff\xd8" + bytes([q]) for q in qualities]
+        def encode(self, images, quality):
+            return [b"\xff\xd8" + bytes([quality]) for _ in images]
 
     monkeypatch.setattr(codec_nvimgcodec, "NvImageCodec", FakeCodec)
     g = fresh_gpu_jpeg
@@ -177,7 +177,7 @@ def test_nvimgcodec_on_cuda_matches_torchvision_and_writes_420(jpeg):
         ours = nvi.decode([jpeg, b"not a jpeg"])
         assert ours[1] is None
         assert (ours[0].float() - reference.float()).abs().mean() < 1.0
-    (out,) = nvi.encode([reference], [85])
+    (out,) = nvi.encode([reference], 85)
     back = torch.from_numpy(codec.decode(out, "RGB")).permute(2, 0, 1).to(cuda).float()
     mse = (back - reference.float()).pow(2).mean()
     assert 10 * torch.log10(255**2 / mse) > 35
@@ -200,7 +200,7 @@ def test_a_batch_nvimgcodec_fails_as_a_whole_goes_to_torchvision(fresh_gpu_jpeg,
         def decode(self, jpegs):
             raise RuntimeError("nvimgcodec: decoder lost")
 
-        def encode(self, images, qualities):
+        def encode(self, images, quality):
             raise RuntimeError("nvimgcodec: encoder lost")
 
     class Torchvision:  # torchvision.io, as far as codec_gpu uses it

@@ -155,18 +155,23 @@ def encode_batch(
             out[i] = codec.encode(np.ascontiguousarray(img.permute(1, 2, 0).numpy()), q, "RGB")
         return out  # type: ignore[return-value]
     nvi = gpu_codec(images[0].device, gpu_jpeg)
-    if nvi is not None:
-        try:
-            return nvi.encode(images, qualities)
-        except RuntimeError:  # the batch still goes out, encoded by torchvision
-            log.warning("nvImageCodec failed to encode %d frames; torchvision encodes them", len(images), exc_info=True)
-    io = _torchvision_io()
     for q in sorted(set(qualities)):
         idx = [i for i, qq in enumerate(qualities) if qq == q]
-        encoded = io.encode_jpeg([images[i].contiguous() for i in idx], quality=int(q))
-        sizes = [int(e.numel()) for e in encoded]
-        host = torch.cat([e.reshape(-1) for e in encoded]).cpu().numpy()  # one copy back
-        offsets = np.cumsum([0, *sizes])
-        for k, i in enumerate(idx):
-            out[i] = host[offsets[k] : offsets[k + 1]].tobytes()
+        for i, jpeg in zip(idx, _encode_cuda([images[i] for i in idx], int(q), nvi)):
+            out[i] = jpeg
     return out  # type: ignore[return-value]
+
+
+def _encode_cuda(images: list[torch.Tensor], quality: int, nvi) -> list[bytes]:
+    """One quality's frames in one call: nvImageCodec where it does the work (torchvision takes
+    over a call it fails, so the frames still go out), else torchvision."""
+    if nvi is not None:
+        try:
+            return nvi.encode(images, quality)
+        except RuntimeError:
+            log.warning("nvImageCodec failed to encode %d frames; torchvision encodes them", len(images), exc_info=True)
+    encoded = _torchvision_io().encode_jpeg([img.contiguous() for img in images], quality=quality)
+    sizes = [int(e.numel()) for e in encoded]
+    host = torch.cat([e.reshape(-1) for e in encoded]).cpu().numpy()  # one copy back
+    offsets = np.cumsum([0, *sizes])
+    return [host[offsets[k] : offsets[k + 1]].tobytes() for k in range(len(images))]

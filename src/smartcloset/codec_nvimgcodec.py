@@ -102,20 +102,15 @@ class NvImageCodec:
             out.append(t if t.shape[0] == 3 else t.permute(2, 0, 1))
         return out
 
-    def encode(self, images: Sequence[torch.Tensor], qualities: Sequence[int]) -> list[bytes]:
-        """(3, H, W) uint8 RGB tensors on the device -> JPEG bytes (4:2:0), one call per quality."""
+    def encode(self, images: Sequence[torch.Tensor], quality: int) -> list[bytes]:
+        """(3, H, W) uint8 RGB tensors on the device -> JPEG bytes (4:2:0), in one call."""
         nv = self._nv
         stream = self._stream()
-        out: list[bytes | None] = [None] * len(images)
-        for q in sorted(set(qualities)):
-            idx = [i for i, qq in enumerate(qualities) if qq == q]
-            wrapped = [nv.as_image(images[i].contiguous(), stream, sample_format=nv.SampleFormat.P_RGB) for i in idx]
-            coded = self._encoder.encode(wrapped, ".jpg", params=self._params(int(q)), cuda_stream=stream)
-            for i, cs in zip(idx, coded):
-                if cs is None:
-                    raise RuntimeError(f"nvImageCodec could not encode a {tuple(images[i].shape)} frame")
-                out[i] = bytes(cs)
-        return out  # type: ignore[return-value]
+        wrapped = [nv.as_image(img.contiguous(), stream, sample_format=nv.SampleFormat.P_RGB) for img in images]
+        coded = self._encoder.encode(wrapped, ".jpg", params=self._params(int(quality)), cuda_stream=stream)
+        if any(cs is None for cs in coded):
+            raise RuntimeError(f"nvImageCodec could not encode a batch of {len(images)} frame(s)")
+        return [bytes(cs) for cs in coded]
 
     def _params(self, quality: int):
         p = self._encode_params.get(quality)
