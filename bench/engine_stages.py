@@ -50,13 +50,20 @@ def main() -> None:
     ap.add_argument("--sizes", default="1,8,32,64")
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--gpu-jpeg", default="auto", choices=["auto", "nvimgcodec", "torchvision"])
+    ap.add_argument("--render-compile", action="store_true", help="the renderer through torch.compile")
     args = ap.parse_args()
     jpegs = load_frames(str(VIDEO), (1280, 720), 80, 64)
     dev = torch.device("cuda")
     torch.manual_seed(0)
     backend = StandInPose(RTMPoseBackend("rtmpose-m", "cuda", weights=False, detector=FullFrameDetector()))
     look = [GarmentAnnotator(Closet(user_dir="/nonexistent").get("tshirt-navy"))]
-    renderer = BatchRenderer(dev)
+    renderer = BatchRenderer(dev, compile=args.render_compile)
+    eager = BatchRenderer(dev) if args.render_compile else None
+    compile_s = None
+    if args.render_compile:
+        t0 = time.perf_counter()
+        renderer.warm_up()
+        compile_s = round(time.perf_counter() - t0, 1)
     rows = []
     for b in [int(x) for x in args.sizes.split(",")]:
         batch = [jpegs[i % len(jpegs)] for i in range(b)]
@@ -68,8 +75,18 @@ def main() -> None:
         ren_ms, out = timed(lambda: renderer.render(frames, timed_kp, [look] * b), args.reps)  # noqa: B023
         enc_ms, encoded = timed(lambda: encode_batch(list(out), [80] * b, args.gpu_jpeg), args.reps)  # noqa: B023
         total = dec_ms + pose_ms + ren_ms + enc_ms
+        if eager is not None:  # compiled against eager, same batch: the largest difference in levels
+            diff = (out.int() - eager.render(frames, timed_kp, [look] * b).int()).abs()
+            differ = {
+                "max_diff_vs_eager": int(diff.max()),
+                "share_differing": round(float((diff > 0).float().mean()), 6),
+            }
+        else:
+            differ = {}
         row = {
             "gpu_jpeg": args.gpu_jpeg,
+            "render_compiled": args.render_compile,
+            "compile_s": compile_s,
             "batch": b,
             "decode_ms": round(dec_ms, 2),
             "pose_ms": round(pose_ms, 2),
@@ -80,7 +97,7 @@ def main() -> None:
             "jpeg_kb_in": round(sum(map(len, batch)) / b / 1024, 1),
             "jpeg_kb_out": round(sum(map(len, encoded)) / b / 1024, 1),
             "psnr_out_db": psnr(decode_batch(encoded, dev, gpu_jpeg="torchvision"), out),  # what the client sees
-        }
+        } | differ
         print(json.dumps(row), flush=True)
         rows.append(row)
     Path(args.out).write_text(json.dumps({"device": torch.cuda.get_device_name(), "rows": rows}, indent=1))

@@ -56,9 +56,9 @@ def _cpu(frame, anns, pose) -> np.ndarray:
     return LookAnnotator(anns).annotate(frame.copy(), pose)
 
 
-def _batched(device, frames_bgr, poses, looks) -> list[np.ndarray]:
+def _batched(device, frames_bgr, poses, looks, renderer: BatchRenderer | None = None) -> list[np.ndarray]:
     rgb = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames_bgr]
-    out = BatchRenderer(device).render(frames_to_tensor(rgb, device), poses, looks)
+    out = (renderer or BatchRenderer(device)).render(frames_to_tensor(rgb, device), poses, looks)
     return [cv2.cvtColor(o.permute(1, 2, 0).cpu().numpy(), cv2.COLOR_RGB2BGR) for o in out]
 
 
@@ -108,6 +108,25 @@ def test_no_person_or_no_look_leaves_the_frame_untouched(closet, frame):
     nobody = TimedKeypoints(None, "none")
     out = _batched("cpu", [frame, frame], [nobody, _pose(False)], [[ann], []])
     assert np.array_equal(out[0], frame) and np.array_equal(out[1], frame)
+
+
+def test_compiled_renderer_draws_what_the_eager_one_draws(closet, frame):
+    """``BatchRenderer(compile=True)``: the same steps through torch.compile (here its CPU
+    backend; Triton on CUDA) - fused, so the float sums may round the other way on a few values.
+    Two frames with different looks, one with a forearm in front."""
+    looks = [[GarmentAnnotator(closet.get(g)) for g in ids] for ids, _ in LOOKS.values()][:2]
+    poses = [_pose(True), _pose(False)]
+    frames = [frame, cv2.flip(frame, 1)]
+    renderer = BatchRenderer("cpu", compile=True)
+    for batch in ([0, 1], [1]):  # a second, smaller batch: dynamic sizes, not a fresh compile per size
+        got = _batched(
+            "cpu", [frames[i] for i in batch], [poses[i] for i in batch], [looks[i] for i in batch], renderer
+        )
+        want = _batched("cpu", [frames[i] for i in batch], [poses[i] for i in batch], [looks[i] for i in batch])
+        for g, w, i in zip(got, want, batch):
+            d = np.abs(g.astype(np.int16) - w.astype(np.int16))
+            assert d.max() <= 1 and (d > 0).mean() < 1e-3, f"frame {i}: max {d.max()}, {(d > 0).sum()} values differ"
+            assert (np.abs(g.astype(np.int16) - frames[i].astype(np.int16)).max(axis=2) > 0).sum() > 20_000
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (runs on the device machine)")

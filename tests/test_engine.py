@@ -383,3 +383,27 @@ def test_mps_is_seen_where_cuda_would_look_for_it(tmp_path):
     assert not mps_running(env)
     (tmp_path / "control").touch()  # the control daemon's pipe
     assert mps_running(env)
+
+
+def test_render_compile_reaches_the_renderer_and_needs_triton_on_cuda(monkeypatch):
+    """``--render-compile``: from the command line to the engine's renderer; on CUDA without
+    Triton the engine refuses at start, not at its first batch."""
+    import sys
+
+    from smartcloset import cli
+    from smartcloset.config import ServerConfig
+    from smartcloset.server import runner
+    from smartcloset.server.pipeline import build_engine
+
+    seen = {}
+    monkeypatch.setattr(runner, "serve", lambda cfg, log_level: seen.update(cfg=cfg))
+    assert cli.main(["serve", "--render", "batched", "--render-compile"]) == 0
+    assert seen["cfg"].render_compile and not ServerConfig().render_compile  # off unless asked
+    eng = build_engine(seen["cfg"], StandingBackend())
+    try:
+        assert eng.renderer.compiled
+    finally:
+        eng.stop()
+    monkeypatch.setitem(sys.modules, "triton", None)  # "import triton" fails
+    with pytest.raises(RuntimeError, match="needs Triton"):
+        FrameEngine(StandingBackend(), device="cuda", render_compile=True)

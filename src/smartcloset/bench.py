@@ -214,7 +214,7 @@ def _get_json(url: str) -> dict:
         return json.loads(resp.read())
 
 
-def wait_healthy(base: str, proc: subprocess.Popen | None, timeout: float = 120.0) -> None:
+def wait_healthy(base: str, proc: subprocess.Popen | None, timeout: float = 300.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:

@@ -74,6 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         engines=args.engines,
         gil_switch_ms=args.gil_switch_ms,
         gpu_jpeg=args.gpu_jpeg,
+        render_compile=args.render_compile,
         transport_only=args.transport_only,
         pose_random_weights=args.random_weights,
         pose_stand_in=args.pose_stand_in,
@@ -265,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "nvimgcodec", "torchvision"],
         help="JPEG on CUDA (--render batched): nvImageCodec (4:2:0 output; the gpu-jpeg "
         "extra) or torchvision's nvJPEG (auto: nvImageCodec where installed, in one process)",
+    )
+    s.add_argument(
+        "--render-compile",
+        action="store_true",
+        help="--render batched: torch.compile the renderer's per-pixel steps (~20 s more at start; on CUDA needs Triton)",
     )
     bench = s.add_argument_group("benchmarking only")
     bench.add_argument("--transport-only", action="store_true", help="echo frames: measure the transport alone")

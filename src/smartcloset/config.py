@@ -42,6 +42,11 @@ class ServerConfig:
     # nvImageCodec where installed and the engine runs in the sockets' process, torchvision in
     # engine processes (pipeline.engine_gpu_jpeg says what was measured).
     gpu_jpeg: str = "auto"
+    # torch.compile the batched renderer's per-pixel steps (render/batched.py says why). Off by
+    # default: on an H200 it drew a batch of 32 in 7.1 ms against 12.9 ms, but through the server
+    # one client's latency did not change and 64 clients gave no clear gain (docs/performance.md,
+    # "Stop 13"), and it costs ~20 s of compiling at start.
+    render_compile: bool = False
     transport_only: bool = False  # benchmarks: echo each JPEG, no decode/pose/render (transport ceiling)
     pose_random_weights: bool = False  # benchmarks: RTMPose without its checkpoint (speed only)
     engine_addresses: list[str] = field(default_factory=list)  # set by the runner: the engine processes' sockets

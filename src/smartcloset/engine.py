@@ -65,6 +65,19 @@ class FrameSink(Protocol):
     def frame_error(self, frame: ClientFrame, error: ImageError) -> None: ...
 
 
+def _check_compiler(device: torch.device) -> None:
+    """torch.compile makes GPU kernels with Triton: without it the first render would fail, so
+    say so at start."""
+    if device.type != "cuda":
+        return
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        raise RuntimeError(
+            "--render-compile on CUDA needs Triton (pip install triton), which is not installed"
+        ) from None
+
+
 class FrameEngine(PoseWorker):
     """The pose worker's batching, with the whole frame path per batch on ``device``."""
 
@@ -78,11 +91,14 @@ class FrameEngine(PoseWorker):
         device: str = "cuda",
         renderer: BatchRenderer | None = None,
         gpu_jpeg: str = "auto",
+        render_compile: bool = False,
         **worker_options,
     ) -> None:
         super().__init__(backend, config, limits, **worker_options)
         self.device = torch.device(device)
-        self.renderer = renderer or BatchRenderer(self.device)
+        if render_compile:
+            _check_compiler(self.device)
+        self.renderer = renderer or BatchRenderer(self.device, compile=render_compile)
         # Which library does JPEG on CUDA, decided here: a missing one asked for by name stops
         # the engine at start, not every batch later.
         self.gpu_jpeg = resolve_gpu_jpeg(self.device, gpu_jpeg)
@@ -91,12 +107,13 @@ class FrameEngine(PoseWorker):
         self._tensor_pose = callable(getattr(backend, "infer_tensors", None)) and backend.device == str(device)
         self._local = threading.local()
         log.info(
-            "frame engine on %s: JPEG %s, pose %s (%s), render on %s",
+            "frame engine on %s: JPEG %s, pose %s (%s), render on %s%s",
             self.device,
             f"on the GPU ({self.gpu_jpeg})" if self.device.type == "cuda" else "simplejpeg",
             backend.name,
             "device tensors" if self._tensor_pose else f"host images at {config.inference_size}",
             self.device,
+            ", compiled" if self.renderer.compiled else "",
         )
 
     def register(self, client: Hashable, timeline: KeypointTimeline, sink: FrameSink | None = None) -> None:
@@ -110,7 +127,13 @@ class FrameEngine(PoseWorker):
         first client comes (else the first seconds of a busy server go to captures; ~7 s on an
         H200), and make each thread's nvImageCodec where it does the JPEG. One task per pool
         thread, held together by a barrier so each thread takes one."""
-        if self.device.type != "cuda" or not self._tensor_pose:
+        if self.device.type != "cuda":
+            return self
+        if self.renderer.compiled:  # compiled once per process, before any thread renders
+            t0 = time.perf_counter()
+            self.renderer.warm_up(shape, batches=sorted({1, 2, 3, 4, max(1, self.config.max_size)}))
+            log.info("engine warm: renderer compiled in %.1f s", time.perf_counter() - t0)
+        if not self._tensor_pose:
             return self
         threads = self._max_inflight
         barrier = threading.Barrier(threads)

@@ -23,8 +23,10 @@ device; the CPU build runs it in the tests, which compare it with the CPU render
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -101,9 +103,9 @@ def _gaussian_kernel(sigma: float, device) -> torch.Tensor:
     return w / w.sum()
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian of (B, 1, H, W) with a mirrored border (OpenCV's BORDER_REFLECT_101)."""
-    k = _gaussian_kernel(sigma, x.device)
+def _blur(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian (kernel ``k``) of (B, 1, H, W) with a mirrored border (OpenCV's
+    BORDER_REFLECT_101)."""
     p = len(k) // 2
     h, w = x.shape[-2:]
     mode = "reflect" if p < min(h, w) else "replicate"
@@ -111,14 +113,195 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, p, p), mode=mode), k.view(1, 1, -1, 1))
 
 
+# -- the per-pixel steps: pure tensor functions, so that torch.compile can fuse each into a few
+# kernels (``BatchRenderer(compile=...)``); eager they are the same operations.
+
+
+def _shading_factor(frames: torch.Tensor, k_fine: torch.Tensor, k_coarse: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) factor multiplying the garment's colour, from the frame's fine detail."""
+    _, _, h, w = frames.shape
+    small = F.interpolate(frames.float(), size=(max(1, h // 4), max(1, w // 4)), mode="area")
+    lum = (0.299 * small[:, 0:1] + 0.587 * small[:, 1:2] + 0.114 * small[:, 2:3]) + 8.0
+    detail = _blur(lum, k_fine) / _blur(lum, k_coarse)
+    factor = (1.0 + STRENGTH * (detail - 1.0)).clamp_(*LIMITS)
+    return F.interpolate(factor, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def _capsules(s: torch.Tensor, bh: int, bw: int) -> torch.Tensor:
+    """(B, 1, bh, bw) arm masks in [0, 1] from (B, S, 5) segments (ax, ay, bx, by, radius; 0:
+    none) in box pixels: every segment of every frame at once, a one-pixel soft edge."""
+    ys = torch.arange(bh, device=s.device, dtype=torch.float32).view(1, 1, bh, 1)
+    xs = torch.arange(bw, device=s.device, dtype=torch.float32).view(1, 1, 1, bw)
+    ax, ay, ex, ey, r = (c[..., None, None] for c in s.unbind(2))  # each (B, S, 1, 1)
+    dx, dy = ex - ax, ey - ay
+    t = (((xs - ax) * dx + (ys - ay) * dy) / (dx * dx + dy * dy).clamp_min(1e-6)).clamp_(0, 1)
+    dist = torch.hypot(xs - ax - t * dx, ys - ay - t * dy)
+    return ((r + 0.5 - dist).clamp_(0, 1) * (r > 0)).amax(dim=1, keepdim=True)
+
+
+def _coverage(
+    src: torch.Tensor, dst: torch.Tensor, gw: int, gh: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per triangle ((T, 3, 2) texture ``src`` and coarse-grid ``dst`` points): its affine
+    (coarse pixel -> texture pixel), its barycentric map, the origin of the window it tests (far
+    off the grid for a triangle that draws nothing), its edge tolerance (the dilation) and its
+    grown box."""
+    affine, bary, valid, area2 = _triangle_affines(src, dst)
+    reach = torch.cat([dst.amin(dim=1) - DILATE, dst.amax(dim=1) + DILATE], dim=1)  # (T, 4) grown box
+    lo = reach[:, :2].floor().clamp_(min=0)
+    hi = reach[:, 2:].ceil()
+    hi[:, 0].clamp_(max=gw - 1.0)
+    hi[:, 1].clamp_(max=gh - 1.0)
+    keep = valid & (hi >= lo).all(dim=1)
+    # The dilation in barycentric terms: a point at distance DILATE outside the edge facing
+    # vertex i has lambda_i = -DILATE * |that edge| / (2 * area).
+    edges = (dst.roll(-1, dims=1) - dst.roll(-2, dims=1)).norm(dim=2)  # (T, 3) facing v0, v1, v2
+    # At most lambda_i >= -1: a sliver (its height under a pixel) grows by its own height
+    # only, where its ill-conditioned affine would send a whole pixel far across the texture.
+    tol = (edges * (DILATE / area2.abs().clamp_min(1e-6))[:, None]).clamp_(max=1.0)  # (T, 3)
+    lo = torch.where(keep[:, None], lo, torch.full_like(lo, -1e6))  # dropped: all misses
+    return affine, bary, lo.long(), tol, reach
+
+
+def _scatter(
+    maps: torch.Tensor,
+    A: torch.Tensor,
+    Bm: torch.Tensor,
+    lo_t: torch.Tensor,
+    own_t: torch.Tensor,
+    k: int,
+    gw: int,
+    gh: int,
+    tol: torch.Tensor,
+    reach: torch.Tensor,
+) -> None:
+    """Each triangle writes its texture coordinates into the coarse pixels of its k x k window
+    that it covers (``maps`` rows: warp, y, x; the last row takes the misses)."""
+    r = torch.arange(k, device=maps.device)
+    # Each triangle's window of k x k coarse pixels, (T, 2, k*k) integer x and y.
+    pxy = (lo_t[:, :, None, None] + torch.stack([r[None, :].expand(k, k), r[:, None].expand(k, k)])).flatten(2)
+    xy = pxy.float()
+    xy1 = torch.cat([xy, torch.ones_like(xy[:, :1])], dim=1)  # (T, 3, k*k)
+    # One batched product gives the barycentrics (rows 0-1) and the texture point (rows 2-3).
+    lam_uv = torch.bmm(torch.cat([Bm, A], dim=1), xy1)
+    lam = torch.cat([1 - lam_uv[:, :2].sum(dim=1, keepdim=True), lam_uv[:, :2]], dim=1)  # (T, 3, k*k) l0 l1 l2
+    # Dropped triangles' windows are off the grid.
+    on_grid = (pxy[:, 0] >= 0) & (pxy[:, 1] >= 0) & (pxy[:, 0] < gw) & (pxy[:, 1] < gh)
+    inside = (lam >= -1e-4).all(dim=1) & on_grid
+    # Within DILATE of the triangle: edge offsets, cut to its grown box (no spikes at sharp corners).
+    near = (
+        (lam >= -tol[:, :, None]).all(dim=1)
+        & ((xy >= reach[:, :2, None]) & (xy <= reach[:, 2:, None])).all(dim=1)
+        & on_grid
+        & ~inside
+    )
+    lin = (own_t[:, None] * gh + pxy[:, 1]) * gw + pxy[:, 0]
+    uv = lam_uv[:, 2:].transpose(1, 2).reshape(-1, 2)
+    # Pixels a pass does not write go to the spare last row: no compaction, no host sync.
+    # The dilated ring first, then the insides over it: a pixel inside one triangle keeps
+    # that triangle's affine, not a neighbour's extrapolation.
+    spare = maps.shape[0] - 1
+    maps.index_put_((torch.where(near, lin, spare).reshape(-1),), uv)
+    maps.index_put_((torch.where(inside, lin, spare).reshape(-1),), uv)
+
+
+def _sample(tex: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """Premultiplied RGBA (J, 4, bh, bw) of one texture (1, 4, th, tw) at the texture points of
+    ``maps`` (J, 2, bh, bw): every frame wearing it in one call, their grids stacked in height."""
+    th, tw = tex.shape[-2:]
+    j, _, bh, bw = maps.shape
+    grid = torch.stack([maps[:, 0] * (2.0 / max(tw - 1, 1)) - 1, maps[:, 1] * (2.0 / max(th - 1, 1)) - 1], dim=-1)
+    out = F.grid_sample(tex, grid.reshape(1, j * bh, bw, 2), mode="bilinear", padding_mode="zeros", align_corners=True)
+    return out.view(4, j, bh, bw).transpose(0, 1)
+
+
+def _restore(roi: torch.Tensor, original: torch.Tensor, mask: torch.Tensor, flags: torch.Tensor) -> None:
+    """The camera's arm pixels back over ``roi`` (in place) for the frames whose flag is 1."""
+    m = mask * flags.view(-1, 1, 1, 1)  # frames restoring at another step: unchanged
+    roi.mul_(1 - m).add_(original.float() * m)
+
+
+def _over(
+    roi: torch.Tensor, patches: torch.Tensor, pos: torch.Tensor, dest: torch.Tensor | None, factor: torch.Tensor | None
+) -> None:
+    """Patches ``pos`` (one per frame at most; onto frames ``dest``, or onto every frame in
+    order when None) composited "over" ``roi`` (in place), shaded by ``factor``."""
+    if dest is None:
+        full = patches.index_select(0, pos)
+    else:
+        # A patch for every frame of the batch (transparent where a frame has no layer at
+        # this step), so the composite is one in-place op on a view - no scatter.
+        full = patches.new_zeros((roi.shape[0], *patches.shape[1:]))
+        full.index_copy_(0, dest, patches.index_select(0, pos))
+    rgb, alpha = full[:, :3], full[:, 3:4]
+    if factor is not None:
+        rgb = torch.minimum(rgb * factor, alpha)
+    roi.mul_(1.0 - alpha / 255.0).add_(rgb)
+
+
+def _to_uint8(canvas: torch.Tensor) -> torch.Tensor:
+    return canvas.round_().clamp_(0, 255).to(torch.uint8)
+
+
+@dataclass(frozen=True)
+class _Steps:
+    """The per-pixel steps a renderer calls: as they are, or compiled."""
+
+    shading: object = _shading_factor
+    capsules: object = _capsules
+    coverage: object = _coverage
+    scatter: object = _scatter
+    sample: object = _sample
+    restore: object = _restore
+    over: object = _over
+    to_uint8: object = _to_uint8
+
+
+_EAGER = _Steps()
+_compiled: _Steps | None = None
+_compile_lock = threading.Lock()
+
+
+def compiled_steps() -> _Steps:
+    """The steps through ``torch.compile`` (dynamic shapes: a batch's box, triangle count and
+    window vary), made once per process; each fuses its chain of small operations into a few
+    kernels. Why: the render is bound by its host - ~370 small operations a batch, each a launch
+    and a release and retake of the GIL that the engine's other threads contend for."""
+    global _compiled
+    with _compile_lock:
+        if _compiled is None:
+            # Every size dynamic from the start: a batch's size, box, triangle count and window
+            # change from batch to batch. The shading stays as it is: Inductor cannot lower its
+            # "area" resize of a symbolic size, and compiled per batch size it recompiled in
+            # every new batch size of a busy server up to torch.compile's limit (8) - stalls of
+            # seconds (H200, stop 13).
+            _compiled = _Steps(
+                **{
+                    f.name: torch.compile(getattr(_EAGER, f.name), dynamic=True)
+                    for f in dataclasses.fields(_Steps)
+                    if f.name != "shading"
+                }
+            )
+        return _compiled
+
+
 class BatchRenderer:
     """Renders looks onto a batch of RGB frames on one torch device."""
 
-    def __init__(self, device: str | torch.device = "cpu", map_step: int = 2, occlusion=True, shading=True) -> None:
+    def __init__(
+        self,
+        device: str | torch.device = "cpu",
+        map_step: int = 2,
+        occlusion=True,
+        shading=True,
+        compile: bool = False,
+    ) -> None:
         self.device = torch.device(device)
         self.map_step = max(1, int(map_step))
         self.occlusion = occlusion
         self.shading = shading
+        self.compiled = compile
+        self._steps = compiled_steps() if compile else _EAGER
         self._textures: dict[tuple[int, int], torch.Tensor] = {}
         self._meshes: dict[int, tuple[GarmentAnnotator, _Mesh]] = {}
 
@@ -153,6 +336,32 @@ class BatchRenderer:
             pos = hv[..., :2] / hv[..., 2:3]
             out[key] = torch.einsum("pn,rpnk->rnk", m.weights, pos)
         return out
+
+    def warm_up(self, shape: tuple[int, int] = (720, 1280), batches: Sequence[int] = (1, 2, 3, 4)) -> None:
+        """Render a few batches of blank frames with the starter garments (a T-shirt alone, and
+        trousers under a hoodie) on stand-in people of several sizes: compiled steps compile
+        here, once for the first sizes and again for sizes that vary (torch.compile's automatic
+        dynamic shapes), instead of in the first clients' batches."""
+        from ..closet.garment import load_garment
+        from ..closet.store import STARTER_DIR
+        from ..pose.simulate import standing_keypoints
+
+        def look(*ids: str) -> list[GarmentAnnotator]:
+            return [GarmentAnnotator(load_garment(STARTER_DIR / f"{i}.json")) for i in ids]
+
+        looks = [look("tshirt-navy"), look("trousers-denim", "hoodie-grey")]
+        h, w = shape
+        for n in batches:
+            frames = torch.zeros((n, 3, h, w), dtype=torch.uint8, device=self.device)
+            poses = [TimedKeypoints(standing_keypoints(0.8 + 0.1 * (i + n), 30), "own") for i in range(n)]
+            for kp in poses[::2]:
+                kp.keypoints[9, :2] = (620, 380)  # a forearm across the body: arms in front
+            self.render(frames, poses, [looks[0]] * n)
+            if n > 2:
+                poses[-1] = TimedKeypoints(None, "none")  # nobody in one frame
+            self.render(frames, poses, [looks[i % 2] for i in range(n)])
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     # -- textures ---------------------------------------------------------------------------
     def texture(self, annotator: GarmentAnnotator, level: int) -> torch.Tensor:
@@ -241,27 +450,20 @@ class BatchRenderer:
         for k in range(n_steps):
             if flags_d is not None and flags[k].any():
                 mask, (x0, y0) = arms
-                m = mask * flags_d[k].view(b, 1, 1, 1)  # frames restoring at another step: unchanged
-                roi = canvas[:, :, y0 : y0 + m.shape[2], x0 : x0 + m.shape[3]]
-                original = frames[:, :, y0 : y0 + m.shape[2], x0 : x0 + m.shape[3]].float()
-                roi.mul_(1 - m).add_(original * m)
+                box = (slice(None), slice(None), slice(y0, y0 + mask.shape[2]), slice(x0, x0 + mask.shape[3]))
+                self._steps.restore(canvas[box], frames[box], mask, flags_d[k])
             start, count = pairs[k]
             if count and drawn is not None:
                 every = count == b and index[start + count : start + 2 * count] == list(range(b))
                 pos = index_d[start : start + count]
                 dest = None if every else index_d[start + count : start + 2 * count]
                 self._composite(canvas, drawn, pos, dest, factor)
-        return canvas.round_().clamp_(0, 255).to(torch.uint8)
+        return self._steps.to_uint8(canvas)
 
     # -- shading -------------------------------------------------------------------------------
     def _shading(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W) factor multiplying the garment's colour, from the frame's fine detail."""
-        _, _, h, w = frames.shape
-        small = F.interpolate(frames.float(), size=(max(1, h // 4), max(1, w // 4)), mode="area")
-        lum = (0.299 * small[:, 0:1] + 0.587 * small[:, 1:2] + 0.114 * small[:, 2:3]) + 8.0
-        detail = _blur(lum, 1.0) / _blur(lum, 4.0)
-        factor = (1.0 + STRENGTH * (detail - 1.0)).clamp_(*LIMITS)
-        return F.interpolate(factor, size=(h, w), mode="bilinear", align_corners=False)
+        return self._steps.shading(frames, _gaussian_kernel(1.0, frames.device), _gaussian_kernel(4.0, frames.device))
 
     # -- arms ----------------------------------------------------------------------------------
     def _arms(
@@ -284,17 +486,9 @@ class BatchRenderer:
             return None
         seg[:, :, [0, 2]] -= x0
         seg[:, :, [1, 3]] -= y0
-        s = torch.from_numpy(seg).to(self.device, non_blocking=True)
-        bh, bw = int(y1 - y0), int(x1 - x0)
-        ys = torch.arange(bh, device=self.device, dtype=torch.float32).view(1, 1, bh, 1)
-        xs = torch.arange(bw, device=self.device, dtype=torch.float32).view(1, 1, 1, bw)
-        s = s[:, : max(1, int((seg[:, :, 4] > 0).sum(axis=1).max()))]  # only as many segments as used
-        # All segments of all frames at once: (B, S, bh, bw) distances to the capsule axes.
-        ax, ay, ex, ey, r = (c[..., None, None] for c in s.unbind(2))  # each (B, S, 1, 1)
-        dx, dy = ex - ax, ey - ay
-        t = (((xs - ax) * dx + (ys - ay) * dy) / (dx * dx + dy * dy).clamp_min(1e-6)).clamp_(0, 1)
-        dist = torch.hypot(xs - ax - t * dx, ys - ay - t * dy)
-        mask = ((r + 0.5 - dist).clamp_(0, 1) * (r > 0)).amax(dim=1, keepdim=True)  # (B, 1, bh, bw)
+        used_segments = max(1, int((seg[:, :, 4] > 0).sum(axis=1).max()))  # only as many as used
+        s = torch.from_numpy(np.ascontiguousarray(seg[:, :used_segments])).to(self.device, non_blocking=True)
+        mask = self._steps.capsules(s, int(y1 - y0), int(x1 - x0))  # (B, 1, bh, bw)
         for f, pose in enumerate(poses):  # cut to the person's silhouette where the backend gave one
             if segments[f] and pose.mask is not None:
                 pm = torch.as_tensor(pose.mask, dtype=torch.float32, device=self.device)[None, None]
@@ -378,19 +572,7 @@ class BatchRenderer:
             end = start + 1
             while end < len(warps) and warps[end].annotator is j0.annotator and warps[end].level == j0.level:
                 end += 1
-            tex = self.texture(j0.annotator, j0.level)
-            th, tw = tex.shape[-2:]
-            m = maps[start:end]
-            grid = torch.stack([m[:, 0] * (2.0 / max(tw - 1, 1)) - 1, m[:, 1] * (2.0 / max(th - 1, 1)) - 1], dim=-1)
-            # All frames wearing this texture sampled in one call: their grids stacked in height.
-            out = F.grid_sample(
-                tex,
-                grid.reshape(1, (end - start) * bh, bw, 2),
-                mode="bilinear",
-                padding_mode="zeros",
-                align_corners=True,
-            )
-            patches.append(out.view(4, end - start, bh, bw).transpose(0, 1))
+            patches.append(self._steps.sample(self.texture(j0.annotator, j0.level), maps[start:end]))
             start = end
         return torch.cat(patches) if len(patches) > 1 else patches[0], (x0, y0, x1, y1)
 
@@ -405,19 +587,8 @@ class BatchRenderer:
         """Composite one step's patches ``pos`` (one per frame at most; onto frames ``dest``, or
         onto every frame in order when None) over the canvas, shaded."""
         patches, (x0, y0, x1, y1) = drawn
-        b = canvas.shape[0]
-        if dest is None:
-            full = patches.index_select(0, pos)
-        else:
-            # A patch for every frame of the batch (transparent where a frame has no layer at
-            # this step), so the composite is one in-place op on a view - no scatter.
-            full = torch.zeros((b, 4, y1 - y0, x1 - x0), device=self.device)
-            full.index_copy_(0, dest, patches.index_select(0, pos))
-        rgb, alpha = full[:, :3], full[:, 3:4]
-        if factor is not None:
-            rgb = torch.minimum(rgb * factor[:, :, y0:y1, x0:x1], alpha)
-        roi = canvas[:, :, y0:y1, x0:x1]
-        roi.mul_(1.0 - alpha / 255.0).add_(rgb)
+        shade = None if factor is None else factor[:, :, y0:y1, x0:x1]
+        self._steps.over(canvas[:, :, y0:y1, x0:x1], patches, pos, dest, shade)
 
     def _rasterise(
         self, n: int, src: torch.Tensor, dst: torch.Tensor, owner: torch.Tensor, grid: tuple[int, int], window: int
@@ -426,59 +597,17 @@ class BatchRenderer:
         the mesh): every triangle (coarse ``dst`` points, owned by warp ``owner``) tests a window
         of coarse pixels over its box and writes the pixels inside it."""
         gw, gh = grid
-        affine, bary, valid, area2 = _triangle_affines(src, dst)  # coarse frame pixel -> texture pixel
-        reach = torch.cat([dst.amin(dim=1) - DILATE, dst.amax(dim=1) + DILATE], dim=1)  # (T, 4) grown box
-        lo = reach[:, :2].floor().clamp_(min=0)
-        hi = reach[:, 2:].ceil()
-        hi[:, 0].clamp_(max=gw - 1.0)
-        hi[:, 1].clamp_(max=gh - 1.0)
-        keep = valid & (hi >= lo).all(dim=1)
-        # The dilation in barycentric terms: a point at distance DILATE outside the edge facing
-        # vertex i has lambda_i = -DILATE * |that edge| / (2 * area).
-        edges = (dst.roll(-1, dims=1) - dst.roll(-2, dims=1)).norm(dim=2)  # (T, 3) facing v0, v1, v2
-        # At most lambda_i >= -1: a sliver (its height under a pixel) grows by its own height
-        # only, where its ill-conditioned affine would send a whole pixel far across the texture.
-        tol = (edges * (DILATE / area2.abs().clamp_min(1e-6))[:, None]).clamp_(max=1.0)  # (T, 3)
+        affine, bary, lo, tol, reach = self._steps.coverage(src, dst, gw, gh)
         k = window  # an upper bound of every kept triangle's extent (see ``_warp_all``)
         size = n * gh * gw
         maps = torch.full((size + 1, 2), _OUTSIDE, device=self.device)  # + a spare row for misses
         if k > 0:
             k = 1 << max(3, (k - 1).bit_length())
-            lo = torch.where(keep[:, None], lo, torch.full_like(lo, -1e6))  # dropped: all misses
             chunk = max(1, MAX_WINDOW_ELEMENTS // (k * k))
             for c in range(0, len(dst), chunk):
                 sl = slice(c, c + chunk)
-                self._scatter(maps, affine[sl], bary[sl], lo[sl].long(), owner[sl], k, grid, tol[sl], reach[sl])
+                self._steps.scatter(maps, affine[sl], bary[sl], lo[sl], owner[sl], k, gw, gh, tol[sl], reach[sl])
         return maps[:size].view(n, gh, gw, 2).permute(0, 3, 1, 2)
-
-    def _scatter(self, maps, A, Bm, lo_t, own_t, k: int, grid: tuple[int, int], tol, reach) -> None:
-        gw, gh = grid
-        r = torch.arange(k, device=self.device)
-        # Each triangle's window of k x k coarse pixels, (T, 2, k*k) integer x and y.
-        pxy = (lo_t[:, :, None, None] + torch.stack([r[None, :].expand(k, k), r[:, None].expand(k, k)])).flatten(2)
-        xy = pxy.float()
-        xy1 = torch.cat([xy, torch.ones_like(xy[:, :1])], dim=1)  # (T, 3, k*k)
-        # One batched product gives the barycentrics (rows 0-1) and the texture point (rows 2-3).
-        lam_uv = torch.bmm(torch.cat([Bm, A], dim=1), xy1)
-        lam = torch.cat([1 - lam_uv[:, :2].sum(dim=1, keepdim=True), lam_uv[:, :2]], dim=1)  # (T, 3, k*k) l0 l1 l2
-        size = torch.tensor([gw, gh], device=self.device).view(1, 2, 1)
-        on_grid = ((pxy >= 0) & (pxy < size)).all(dim=1)  # dropped triangles' windows are off it
-        inside = (lam >= -1e-4).all(dim=1) & on_grid
-        # Within DILATE of the triangle: edge offsets, cut to its grown box (no spikes at sharp corners).
-        near = (
-            (lam >= -tol[:, :, None]).all(dim=1)
-            & ((xy >= reach[:, :2, None]) & (xy <= reach[:, 2:, None])).all(dim=1)
-            & on_grid
-            & ~inside
-        )
-        lin = (own_t[:, None] * gh + pxy[:, 1]) * gw + pxy[:, 0]
-        uv = lam_uv[:, 2:].transpose(1, 2).reshape(-1, 2)
-        # Pixels a pass does not write go to the spare last row: no compaction, no host sync.
-        # The dilated ring first, then the insides over it: a pixel inside one triangle keeps
-        # that triangle's affine, not a neighbour's extrapolation.
-        spare = maps.shape[0] - 1
-        maps.index_put_((torch.where(near, lin, spare).reshape(-1),), uv)
-        maps.index_put_((torch.where(inside, lin, spare).reshape(-1),), uv)
 
 
 def frames_to_tensor(images: Sequence[np.ndarray], device) -> torch.Tensor:

@@ -132,6 +132,7 @@ def build_engine(config: ServerConfig, backend: PoseBackend, factory=None):
         image_limits(config),
         device=device,
         gpu_jpeg=engine_gpu_jpeg(config),
+        render_compile=config.render_compile,
         factory=factory,
         faults=_faults(config),
     )
