@@ -75,6 +75,10 @@ def main() -> None:
         ren_ms, out = timed(lambda: renderer.render(frames, timed_kp, [look] * b), args.reps)  # noqa: B023
         enc_ms, encoded = timed(lambda: encode_batch(list(out), [80] * b, args.gpu_jpeg), args.reps)  # noqa: B023
         total = dec_ms + pose_ms + ren_ms + enc_ms
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            renderer.render(frames, timed_kp, [look] * b)
+            torch.cuda.synchronize()
+        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
         if eager is not None:  # compiled against eager, same batch: the largest difference in levels
             diff = (out.int() - eager.render(frames, timed_kp, [look] * b).int()).abs()
             differ = {
@@ -91,6 +95,8 @@ def main() -> None:
             "decode_ms": round(dec_ms, 2),
             "pose_ms": round(pose_ms, 2),
             "render_ms": round(ren_ms, 2),
+            "render_kernels": len(kernels),  # GPU kernels and copies of one render
+            "render_gpu_ms": round(sum(e.device_time for e in kernels) / 1000, 2),
             "encode_ms": round(enc_ms, 2),
             "total_ms": round(total, 2),
             "frames_per_s": round(b / total * 1000, 1),
