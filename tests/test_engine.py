@@ -407,3 +407,76 @@ def test_render_compile_reaches_the_renderer_and_needs_triton_on_cuda(monkeypatc
     monkeypatch.setitem(sys.modules, "triton", None)  # "import triton" fails
     with pytest.raises(RuntimeError, match="needs Triton"):
         FrameEngine(StandingBackend(), device="cuda", render_compile=True)
+
+
+def test_a_link_whose_peer_stops_reading_never_blocks_and_keeps_each_clients_newest():
+    """The engine process's (and a server process's) writes: a peer that reads nothing costs
+    its clients their older frames - each client keeps its newest one waiting - and never
+    blocks the caller (once, the engine's batch thread blocked here for every process)."""
+    from multiprocessing import Pipe
+
+    from smartcloset.engine_ipc import _Link, _unpack
+
+    mine, peer = Pipe()
+    link = _Link(mine)
+    sent = threading.Event()
+    payload = b"j" * 200_000  # a few fill the socket's buffer
+
+    def flood() -> None:
+        for i in range(100):
+            for client in ("a", "b"):
+                link.send({"t": "out", "c": client, "id": i}, payload, slot=("frame", client))
+        link.send({"t": "stats", "n": 1}, slot=("stats",))
+        link.send({"t": "stats", "n": 2}, slot=("stats",))
+        link.send({"t": "leave", "c": "a"})
+        sent.set()
+
+    threading.Thread(target=flood, daemon=True).start()
+    assert sent.wait(30), "sending blocked on a peer that reads nothing"
+    got = []
+    while peer.poll(2):
+        got.append(_unpack(peer.recv_bytes())[0])
+    frames = [(m["c"], m["id"]) for m in got if m["t"] == "out"]
+    assert frames[-2:] in ([("a", 99), ("b", 99)], [("b", 99), ("a", 99)])  # the newest of each came
+    assert len(frames) < 20  # the rest were replaced while they waited...
+    assert link.dropped["a"] + link.dropped["b"] == 200 - len(frames)  # ... and counted
+    assert [m["n"] for m in got if m["t"] == "stats"] == [2] and got[-1] == {"t": "leave", "c": "a"}
+    link.close()
+
+
+def test_a_server_process_that_stops_reading_does_not_stall_the_engine_for_the_others(look):
+    """Two server processes on one engine process; one stops reading its replies. The other's
+    client still gets every frame back drawn."""
+    from multiprocessing import Pipe
+
+    from smartcloset.engine_ipc import _pack, _serve_link, _unpack
+
+    engine = FrameEngine(StandingBackend(), BatchConfig(8, 5.0, (W, H)), device="cpu").start()
+    links = [Pipe() for _ in range(2)]
+    try:
+        for number, (mine, _) in enumerate(links, 1):
+            args = (mine, number, engine, lambda _g: look[0], KeypointTimeline)
+            threading.Thread(target=_serve_link, args=args, daemon=True).start()
+        (_, stalled), (_, reading) = links
+        for peer in (stalled, reading):
+            assert _unpack(peer.recv_bytes())[0]["t"] == "hello"
+            peer.send_bytes(_pack({"t": "join", "c": "x"}))
+        jpeg = _jpeg()
+
+        def frame(i: int) -> bytes:
+            now = time.time() * 1000
+            meta = {"t": "frame", "c": "x", "id": i, "cap": now, "rec": now, "look": ["tshirt-navy"], "q": 80}
+            return _pack(meta, jpeg)
+
+        for i in range(60):  # replies pile up unread on the stalled link
+            stalled.send_bytes(frame(i))
+            time.sleep(0.01)
+        for i in range(15):  # the other process: one frame at a time, each must come back drawn
+            reading.send_bytes(frame(i))
+            assert reading.poll(20), f"frame {i} of the reading process never came back"
+            meta, body = _unpack(reading.recv_bytes())
+            while meta["t"] != "out":
+                meta, body = _unpack(reading.recv_bytes())
+            assert meta["id"] == i and meta["src"] == "own" and codec.decode(body).shape == (H, W, 3)
+    finally:
+        engine.stop()

@@ -11,9 +11,10 @@ process holds the GPU and batches every client of every process together.
     server process: RemoteEngine reader -> session.deliver -> sender
 
 Messages are ``u32 length | JSON | JPEG`` over ``multiprocessing.connection`` (authenticated with
-a random key; ``send_bytes``/``recv_bytes`` only - nothing is pickled). The socket's own buffer is
-the bound between the processes: a server process whose engine falls behind blocks in
-``send_bytes``, its clients' newer frames replace older ones in their inboxes.
+a random key; ``send_bytes``/``recv_bytes`` only - nothing is pickled). Each end writes from its
+own thread, out of a queue that keeps one frame per client, the newest (``_Link``): an engine
+that falls behind costs its clients older frames, and a server process that stops reading costs
+its own clients theirs - it never holds up the engine's batches for the other processes.
 
 One engine process is in turn bound by its own host Python (the GPU 15-30 % busy), so
 ``--engines K`` runs K of them: every server process connects to all K (``EngineGroup``) and
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
 from multiprocessing.connection import Client, Connection, Listener
@@ -57,23 +59,70 @@ def _unpack(buf: bytes) -> tuple[dict, bytes]:
 
 
 class _Link:
-    """One connection, written from several threads."""
+    """One connection, written by its own thread from a queue that never blocks the caller.
+
+    Why: a peer that reads slowly or not at all (a server process stalled on its GIL, a stopped
+    one) once blocked the engine's batch thread in ``send_bytes`` - and with it every client of
+    every other server process. Now a caller only queues. The queue keeps at most one message
+    per slot - a client's newest frame (or reply), its newest error, the newest stats - so it
+    is bounded by the number of clients; a message replaced before it went out is the older
+    frame of a client that falls behind, counted in ``dropped``. A replacing message keeps the
+    older one's place in line, as the newest-frame slots do.
+    """
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.lock = threading.Lock()
         self.closed = False
+        self.dropped: dict[str, int] = {}  # frames replaced before they went out, per client
+        self._cond = threading.Condition()
+        self._order: deque[Hashable] = deque()  # slots in sending order
+        self._pending: dict[Hashable, bytes] = {}
+        threading.Thread(target=self._write, name="engine-link-writer", daemon=True).start()
 
-    def send(self, meta: dict, payload: bytes = b"") -> bool:
+    def send(self, meta: dict, payload: bytes = b"", slot: tuple | None = None) -> bool:
+        """Queue a message (False once the link is closed). With ``slot`` - ``("frame",
+        client)``, ``("err", client)``, ``("stats",)`` - it replaces that slot's message still
+        waiting; without, it is always sent (hello, join, leave)."""
         if self.closed:
             return False
-        try:
-            with self.lock:
-                self.conn.send_bytes(_pack(meta, payload))
-            return True
-        except (OSError, EOFError):
+        data = _pack(meta, payload)
+        with self._cond:
+            key: Hashable = slot if slot is not None else object()
+            if key in self._pending:
+                if slot is not None and slot[0] == "frame":
+                    self.dropped[slot[1]] = self.dropped.get(slot[1], 0) + 1
+            else:
+                self._order.append(key)
+            self._pending[key] = data
+            self._cond.notify()
+        return True
+
+    def forget(self, client: str) -> None:
+        """Drop what still waits for a client that left (its frames would go nowhere)."""
+        with self._cond:
+            for key in (("frame", client), ("err", client)):
+                if self._pending.pop(key, None) is not None:
+                    self._order.remove(key)
+
+    def close(self) -> None:
+        with self._cond:
             self.closed = True
-            return False
+            self._cond.notify_all()
+
+    def _write(self) -> None:
+        while True:
+            with self._cond:
+                while not self._order and not self.closed:
+                    self._cond.wait()
+                if self.closed:
+                    return
+                key = self._order.popleft()
+                data = self._pending.pop(key)
+            try:
+                self.conn.send_bytes(data)
+            except (OSError, EOFError, ValueError):  # the peer is gone (ValueError: closed here)
+                self.close()
+                return
 
 
 # -- the engine process ----------------------------------------------------------------------------
@@ -109,10 +158,11 @@ class _RemoteSink:
             "src": r.pose.source,
             "n": r.pose.persons,
         }
-        self.link.send(meta, r.jpeg)
+        self.link.send(meta, r.jpeg, slot=("frame", self.client))
 
     def frame_error(self, frame: ClientFrame, error: ImageError) -> None:
-        self.link.send({"t": "err", "c": self.client, "id": frame.frame_id, "code": error.code, "msg": str(error)})
+        error_meta = {"t": "err", "c": self.client, "id": frame.frame_id, "code": error.code, "msg": str(error)}
+        self.link.send(error_meta, slot=("err", self.client))
 
 
 def run_engine_process(config_values: dict, address: str, authkey_hex: str) -> None:
@@ -192,17 +242,19 @@ def _serve_link(conn: Connection, number: int, engine, annotator, timeline_cls) 
             elif kind == "leave":
                 sinks.pop(client, None)
                 engine.unregister(key)
+                link.forget(client)
             elif kind == "stats":
                 snap = engine.snapshot()
-                snap["dropped"] = {c: engine.dropped((number, c)) for c in sinks}
+                # Frames replaced in the engine's slot, and replies replaced on their way back.
+                snap["dropped"] = {c: engine.dropped((number, c)) + link.dropped.get(c, 0) for c in sinks}
                 state, message = engine.health()
-                link.send({"t": "stats", "s": snap, "health": [state, message]})
+                link.send({"t": "stats", "s": snap, "health": [state, message]}, slot=("stats",))
     except (EOFError, OSError):
         pass
     finally:
         for client in sinks:
             engine.unregister((number, client))
-        link.closed = True
+        link.close()
         log.info("engine: server process link %d closed (%d clients)", number, len(sinks))
 
 
@@ -290,6 +342,7 @@ class RemoteEngine:
     def unregister(self, client: Hashable) -> None:
         with self._lock:
             self._sinks.pop(str(client), None)
+        self._link.forget(str(client))
         self._link.send({"t": "leave", "c": str(client)})
 
     def submit(self, client: Hashable, frame: ClientFrame) -> None:
@@ -305,10 +358,12 @@ class RemoteEngine:
             "look": list(getattr(sink, "look", ())),
             "q": getattr(sink, "jpeg_quality", 80),
         }
-        self._link.send(meta, frame.jpeg)
+        self._link.send(meta, frame.jpeg, slot=("frame", str(client)))
 
     def dropped(self, client: Hashable) -> int:
-        return int(self._stats.get("dropped", {}).get(str(client), 0))
+        """Frames of the client replaced on the way to the engine, in its slot there, or on the way back."""
+        key = str(client)
+        return int(self._stats.get("dropped", {}).get(key, 0)) + self._link.dropped.get(key, 0)
 
     def snapshot(self) -> dict:
         inner = self._stats.get("frame_path")  # the engine's own: its device and JPEG library
@@ -329,7 +384,7 @@ class RemoteEngine:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        self._link.closed = True
+        self._link.close()
         try:
             self._link.conn.close()
         except OSError:
@@ -342,7 +397,7 @@ class RemoteEngine:
             try:
                 meta, payload = _unpack(conn.recv_bytes())
             except (EOFError, OSError):
-                self._link.closed = True
+                self._link.close()
                 log.error("the engine process closed its link: no more frames are rendered")
                 return
             kind = meta.get("t")
@@ -368,7 +423,7 @@ class RemoteEngine:
 
     def _poll_stats(self) -> None:
         while not self._stop.wait(self._interval):
-            if not self._link.send({"t": "stats"}):
+            if not self._link.send({"t": "stats"}, slot=("stats",)):
                 return
 
 
