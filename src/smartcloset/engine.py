@@ -123,10 +123,11 @@ class FrameEngine(PoseWorker):
                 self._sinks[client] = sink
 
     def warm_up(self, shape: tuple[int, int] = (720, 1280), timeout_s: float = 300.0) -> FrameEngine:
-        """Capture the pose graphs of every batch-size bucket on every in-flight thread before the
-        first client comes (else the first seconds of a busy server go to captures; ~7 s on an
-        H200), and make each thread's nvImageCodec where it does the JPEG. One task per pool
-        thread, held together by a barrier so each thread takes one."""
+        """Before the first client comes (else the first seconds of a busy server go to it):
+        compile the renderer where asked (18-22 s on an H200), capture the pose graphs of every
+        batch-size bucket on every in-flight thread (~7 s), and make each thread's nvImageCodec
+        where it does the JPEG. One task per pool thread, held together by a barrier so each
+        thread takes one."""
         if self.device.type != "cuda":
             return self
         if self.renderer.compiled:  # compiled once per process, before any thread renders
