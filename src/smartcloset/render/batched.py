@@ -286,7 +286,8 @@ def compiled_steps() -> _Steps:
 
 
 class BatchRenderer:
-    """Renders looks onto a batch of RGB frames on one torch device."""
+    """Renders looks onto a batch of RGB frames on one torch device; with ``compile``, its
+    per-pixel steps run through torch.compile (``compiled_steps``; call ``warm_up`` first)."""
 
     def __init__(
         self,
