@@ -68,6 +68,7 @@ def run(label: str, clients: int, serve: list[str], seconds: float, fps: float =
                 "cpu%": result.get("server_cpu_percent"),
                 "cpu_ms/frame": result.get("server_cpu_ms_per_frame"),
                 "clients_cpu%": result.get("client_cpu_percent"),
+                "engines/s": result.get("engines_processed_fps"),
             }
         ),
         flush=True,

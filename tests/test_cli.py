@@ -181,6 +181,18 @@ def test_bench_writes_the_figures(tmp_path, fixtures_dir):
     assert r["server_cpu_ms_per_frame"] > 0 and r["client_cpu_percent"] > 0, r
     per_frame = 10.0 * r["server_cpu_percent"] / (r["output_fps"] * r["clients"])
     assert abs(r["server_cpu_ms_per_frame"] - per_frame) <= 0.25 * per_frame + 0.01, r
+    assert r["engines_processed_fps"] is None  # one engine: nothing per engine to tell
+
+
+def test_the_bench_tells_each_engine_processes_rate():
+    """With ``--engines K`` the bench reports what each engine took over the window, from the
+    stats before and after: a stalled engine shows as 0 beside a busy one."""
+    from smartcloset.bench import engine_rates
+
+    before = {"processed": 150, "engines": [{"processed": 100}, {"processed": 50}]}
+    after = {"processed": 750, "engines": [{"processed": 700}, {"processed": 50}]}
+    assert engine_rates(before, after, 2.0) == [300.0, 0.0]
+    assert engine_rates({"processed": 1}, {"processed": 9}, 2.0) is None
 
 
 def test_serve_gpu_jpeg_choice_is_checked():

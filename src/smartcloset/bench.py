@@ -421,9 +421,20 @@ def run_bench(cfg: BenchConfig) -> dict:
         "device": after.get("device"),
         "cpu_count": os.cpu_count(),
         "frame_path": after.get("frame_path", "session"),
+        "engines_processed_fps": engine_rates(before, after, window),
         "gpu": gpu.summary(),
         "client_processes": groups,
     }
+
+
+def engine_rates(before: dict, after: dict, window: float) -> list[float] | None:
+    """Frames each engine process took per second over the window (``--engines K``; None for
+    one engine). Why: an engine that stalls leaves its clients - half of them, with two - with
+    nothing while the other's get all, which the medians over clients blur."""
+    b, a = before.get("engines"), after.get("engines")
+    if not b or not a or len(a) != len(b) or window <= 0:
+        return None
+    return [round(((y.get("processed") or 0) - (x.get("processed") or 0)) / window, 1) for x, y in zip(b, a)]
 
 
 def print_table(result: dict, out) -> None:
