@@ -341,7 +341,8 @@ class Session:
 
     def dropped_at(self) -> dict[str, int]:
         """Where frames were dropped: the socket's inbox, the render slot (per-session path) or
-        the engine's slot (batched), and the reply slot before the sender took them."""
+        the engine (batched: its slot, and with engine processes the links to and from it), and
+        the reply slot before the sender took them."""
         at = {"inbox": self.inbox.dropped, "replies": self.replies.dropped}
         if self.batched:
             at["engine"] = self.pipeline.worker.dropped(self.id)
