@@ -340,9 +340,9 @@ class BatchRenderer:
 
     def warm_up(self, shape: tuple[int, int] = (720, 1280), batches: Sequence[int] = (1, 2, 3, 4)) -> None:
         """Render a few batches of blank frames with the starter garments (a T-shirt alone, and
-        trousers under a hoodie) on stand-in people of several sizes: compiled steps compile
-        here, once for the first sizes and again for sizes that vary (torch.compile's automatic
-        dynamic shapes), instead of in the first clients' batches."""
+        trousers under a hoodie) on stand-in people of several sizes, one frame with nobody:
+        compiled steps compile here, not in the first clients' batches - for each kind of call
+        (a batch of one, a step some frames skip, ...) that a size-free graph does not cover."""
         from ..closet.garment import load_garment
         from ..closet.store import STARTER_DIR
         from ..pose.simulate import standing_keypoints
@@ -354,7 +354,7 @@ class BatchRenderer:
         h, w = shape
         for n in batches:
             frames = torch.zeros((n, 3, h, w), dtype=torch.uint8, device=self.device)
-            poses = [TimedKeypoints(standing_keypoints(0.8 + 0.1 * (i + n), 30), "own") for i in range(n)]
+            poses = [TimedKeypoints(standing_keypoints(0.8 + 0.1 * ((i + n) % 5), 30), "own") for i in range(n)]
             for kp in poses[::2]:
                 kp.keypoints[9, :2] = (620, 380)  # a forearm across the body: arms in front
             self.render(frames, poses, [looks[0]] * n)
