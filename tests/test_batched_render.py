@@ -136,3 +136,16 @@ def test_cuda_renderer_matches_cpu_renderer(closet, frame):
     pose = _pose(across)
     (got,) = _batched("cuda", [frame], [pose], [anns])
     _agree(got, _cpu(frame, anns, pose), frame)
+
+
+def test_warm_up_draws_the_starter_looks_at_each_batch_size(monkeypatch):
+    """The engine's warm-up (what compiles the compiled steps before clients come): every batch
+    size renders, with a T-shirt alone and trousers under a hoodie - their meshes and textures
+    are on the device afterwards."""
+    renderer = BatchRenderer("cpu")
+    sizes = []
+    render = renderer.render
+    monkeypatch.setattr(renderer, "render", lambda frames, *a: sizes.append(len(frames)) or render(frames, *a))
+    renderer.warm_up(batches=(1, 3))
+    assert sizes == [1, 1, 3, 3]
+    assert len(renderer._meshes) == 3 and len(renderer._textures) >= 3
