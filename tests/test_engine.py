@@ -415,8 +415,14 @@ def test_a_link_whose_peer_stops_reading_never_blocks_and_keeps_each_clients_new
     blocks the caller (once, the engine's batch thread blocked here for every process)."""
     from multiprocessing import Pipe
 
+    from prometheus_client import REGISTRY
+
     from smartcloset.engine_ipc import _Link, _unpack
 
+    def link_drops() -> float:
+        return REGISTRY.get_sample_value("smartcloset_frames_dropped_total", {"stage": "link"}) or 0.0
+
+    drops_before = link_drops()
     mine, peer = Pipe()
     link = _Link(mine)
     sent = threading.Event()
@@ -440,6 +446,7 @@ def test_a_link_whose_peer_stops_reading_never_blocks_and_keeps_each_clients_new
     assert frames[-2:] in ([("a", 99), ("b", 99)], [("b", 99), ("a", 99)])  # the newest of each came
     assert len(frames) < 20  # the rest were replaced while they waited...
     assert link.dropped["a"] + link.dropped["b"] == 200 - len(frames)  # ... and counted
+    assert link_drops() - drops_before == 200 - len(frames)  # where an operator sees them
     assert [m["n"] for m in got if m["t"] == "stats"] == [2] and got[-1] == {"t": "leave", "c": "a"}
     link.close()
 

@@ -40,6 +40,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from multiprocessing.connection import Client, Connection, Listener
 
+from . import metrics
 from .codec import ImageError
 from .stream.protocol import ClientFrame
 
@@ -91,6 +92,7 @@ class _Link:
             if key in self._pending:
                 if slot is not None and slot[0] == "frame":
                     self.dropped[slot[1]] = self.dropped.get(slot[1], 0) + 1
+                    metrics.FRAMES_DROPPED.labels("link").inc()
             else:
                 self._order.append(key)
             self._pending[key] = data
