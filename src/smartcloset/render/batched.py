@@ -275,6 +275,12 @@ def compiled_steps() -> _Steps:
             # "area" resize of a symbolic size, and compiled per batch size it recompiled in
             # every new batch size of a busy server up to torch.compile's limit (8) - stalls of
             # seconds (H200, stop 13).
+            # A step compiles once more for each kind of call a size-free graph does not cover
+            # (a batch of one, a step some frames skip, no shading): the composite had 7 such
+            # graphs after the warm-up, one short of torch.compile's default limit, past which a
+            # step runs eager again.
+            limits = torch._dynamo.config
+            limits.recompile_limit = max(limits.recompile_limit, 32)
             _compiled = _Steps(
                 **{
                     f.name: torch.compile(getattr(_EAGER, f.name), dynamic=True)
