@@ -8,6 +8,9 @@ stand-in person (``--pose-stand-in``) so that the garment is really drawn. Then 
 own ceiling: ``--transport-only`` echoes every JPEG with no decode, pose or render.
 
     PYTHONPATH=src python3 bench/gpu_pipeline.py --out results.json [--counts 1,8,32,64,128]
+    # two builds' settings side by side, alternated A B B A:
+    PYTHONPATH=src python3 bench/gpu_pipeline.py --out ab.json --counts 64 --rows gpu-engine-x4e2 \
+        --variants '--render-compile;' --repeat 2
 """
 
 from __future__ import annotations
@@ -91,6 +94,13 @@ def main() -> None:
     ap.add_argument("--transport", action="store_true", help="also measure the transport ceiling")
     ap.add_argument("--batch-max", type=int, default=32, help="the engine's largest batch")
     ap.add_argument("--serve-extra", default="", help="more serve arguments for every row, e.g. '--gil-switch-ms 0'")
+    ap.add_argument(
+        "--variants",
+        default="",
+        help="';'-separated sets of serve arguments compared side by side: every row runs once per set, "
+        "A B then B A on the next --repeat (a lent machine drifts), e.g. '--render-compile;'",
+    )
+    ap.add_argument("--repeat", type=int, default=1, help="with --variants: rounds of the alternation")
     args = ap.parse_args()
     POSE.extend(["--batch-max", str(args.batch_max), *shlex.split(args.serve_extra)])
     logging.basicConfig(level=logging.WARNING)
@@ -109,8 +119,17 @@ def main() -> None:
                 serve = [*POSE, "--render", "session"]
             else:
                 raise SystemExit(f"unknown row {label}")
-            rows.append(run(label, n, serve, args.seconds))
-            Path(args.out).write_text(json.dumps(rows, indent=1))
+            variants = args.variants.split(";") if args.variants else [""]
+            for round_ in range(args.repeat if args.variants else 1):
+                for variant in variants if round_ % 2 == 0 else variants[::-1]:
+                    row = run(
+                        f"{label} [{variant}]" if args.variants else label,
+                        n,
+                        [*serve, *shlex.split(variant)],
+                        args.seconds,
+                    )
+                    rows.append(row | {"variant": variant, "round": round_} if args.variants else row)
+                    Path(args.out).write_text(json.dumps(rows, indent=1))
     if args.transport:
         frame_kb = sum(map(len, load_frames(str(VIDEO), (1280, 720), 80, 90))) / 90 / 1024
         for procs in (1, args.processes):
