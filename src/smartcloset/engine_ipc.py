@@ -100,11 +100,13 @@ class _Link:
         return True
 
     def forget(self, client: str) -> None:
-        """Drop what still waits for a client that left (its frames would go nowhere)."""
+        """Drop what still waits for a client that left (its frames would go nowhere), and its
+        count: a server runs for months, its clients come and go."""
         with self._cond:
             for key in (("frame", client), ("err", client)):
                 if self._pending.pop(key, None) is not None:
                     self._order.remove(key)
+            self.dropped.pop(client, None)
 
     def close(self) -> None:
         with self._cond:
