@@ -8,7 +8,7 @@ stand-in person (``--pose-stand-in``) so that the garment is really drawn. Then 
 own ceiling: ``--transport-only`` echoes every JPEG with no decode, pose or render.
 
     PYTHONPATH=src python3 bench/gpu_pipeline.py --out results.json [--counts 1,8,32,64,128]
-    # two builds' settings side by side, alternated A B B A:
+    # two serve settings side by side, alternated A B B A:
     PYTHONPATH=src python3 bench/gpu_pipeline.py --out ab.json --counts 64 --rows gpu-engine-x4e2 \
         --variants '--render-compile;' --repeat 2
 """
