@@ -27,18 +27,16 @@ from pathlib import Path
 
 import simple_websocket
 
-from smartcloset.bench import free_port, load_frames, start_server, stop_server
+from smartcloset.bench import _server_pids, free_port, load_frames, start_server, stop_server
 from smartcloset.stream.protocol import pack_frame, parse_reply
 
 VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "video" / "pose_squats.mp4"
 
 
-def socket_processes(server_pid: int) -> list[int]:
+def socket_processes(server) -> list[int]:
     """Gunicorn's workers: the server's children that are not engine processes."""
-    with open(f"/proc/{server_pid}/task/{server_pid}/children") as f:
-        children = [int(p) for p in f.read().split()]
     out = []
-    for pid in children:
+    for pid in _server_pids(server)[1:]:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             if b"engine_ipc" not in f.read():
                 out.append(pid)
@@ -119,7 +117,7 @@ def main() -> None:
             t.start()
             time.sleep(0.3)  # gunicorn hands connections to its workers as they accept
         time.sleep(6.0)
-        workers = socket_processes(proc.pid)
+        workers = socket_processes(proc)
         holder = worker_of_client(workers, port)
         # The worker holding the fewest clients stops (but some): the others must keep theirs.
         victim = min((w for w in workers if w in holder.values()), key=list(holder.values()).count)
