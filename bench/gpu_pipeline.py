@@ -30,9 +30,18 @@ VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "vi
 POSE = ["--random-weights", "--pose-stand-in", "--device", "cuda"]
 
 
-def run(label: str, clients: int, serve: list[str], seconds: float, fps: float = 30.0) -> dict:
+def run(
+    label: str,
+    clients: int,
+    serve: list[str],
+    seconds: float,
+    fps: float = 30.0,
+    profile_dir: str | None = None,
+    video: Path = VIDEO,
+) -> dict:
     cfg = BenchConfig(
-        video=str(VIDEO),
+        video=str(video),
+        profile_dir=profile_dir,
         clients=clients,
         seconds=seconds,
         fps=fps,
@@ -69,6 +78,7 @@ def run(label: str, clients: int, serve: list[str], seconds: float, fps: float =
                 "lat": lat,
                 "gpu": result.get("gpu"),
                 "cpu%": result.get("server_cpu_percent"),
+                "cpu%_by_role": result.get("server_cpu_by_role"),
                 "cpu_ms/frame": result.get("server_cpu_ms_per_frame"),
                 "clients_cpu%": result.get("client_cpu_percent"),
                 "engines/s": result.get("engines_processed_fps"),
@@ -77,6 +87,12 @@ def run(label: str, clients: int, serve: list[str], seconds: float, fps: float =
         flush=True,
     )
     return result
+
+
+def _row_dir(root: str, index: int, clients: int, label: str) -> str:
+    """One folder a row, named in plain letters (the device tool brings back only such names)."""
+    safe = "".join(ch if ch.isalnum() else "_" for ch in label).strip("_")
+    return str(Path(root) / f"r{index:02d}_{clients}c_{safe}")
 
 
 def main() -> None:
@@ -101,7 +117,10 @@ def main() -> None:
         "A B then B A on the next --repeat (a lent machine drifts), e.g. '--render-compile;'",
     )
     ap.add_argument("--repeat", type=int, default=1, help="with --variants: rounds of the alternation")
+    ap.add_argument("--video", default=str(VIDEO), help="the clients' video (default: the shared fixture)")
+    ap.add_argument("--profile-dir", help="py-spy GIL profiles of every row's server processes, a folder a row")
     args = ap.parse_args()
+    video = Path(args.video)
     POSE.extend(["--batch-max", str(args.batch_max), *shlex.split(args.serve_extra)])
     logging.basicConfig(level=logging.WARNING)
     rows = []
@@ -122,20 +141,23 @@ def main() -> None:
             variants = args.variants.split(";") if args.variants else [""]
             for round_ in range(args.repeat if args.variants else 1):
                 for variant in variants if round_ % 2 == 0 else variants[::-1]:
+                    name = f"{label} [{variant}]" if args.variants else label
                     row = run(
-                        f"{label} [{variant}]" if args.variants else label,
+                        name,
                         n,
                         [*serve, *shlex.split(variant)],
                         args.seconds,
+                        profile_dir=args.profile_dir and _row_dir(args.profile_dir, len(rows), n, name),
+                        video=video,
                     )
                     rows.append(row | {"variant": variant, "round": round_} if args.variants else row)
                     Path(args.out).write_text(json.dumps(rows, indent=1))
     if args.transport:
-        frame_kb = sum(map(len, load_frames(str(VIDEO), (1280, 720), 80, 90))) / 90 / 1024
+        frame_kb = sum(map(len, load_frames(str(video), (1280, 720), 80, 90))) / 90 / 1024
         for procs in (1, args.processes):
             n = 64
             serve = [*POSE, "--transport-only", "--processes", str(procs)]  # the model loads, unused
-            r = run(f"transport-x{procs}", n, serve, args.seconds, fps=60.0)
+            r = run(f"transport-x{procs}", n, serve, args.seconds, fps=60.0, video=video)
             if "output_fps" in r:
                 msgs = r["output_fps"] * n  # echoed messages per second (as many came in)
                 r["messages_per_s"] = round(msgs, 1)

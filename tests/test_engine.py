@@ -250,6 +250,9 @@ class FakeRemote:
     def unregister(self, client) -> None:
         self.clients.pop(client, None)
 
+    def sink_of(self, client):
+        return self.clients.get(client)
+
     def submit(self, client, frame) -> None:
         self.frames.append((client, frame.frame_id))
 
@@ -286,10 +289,18 @@ def test_an_engine_group_gives_each_new_client_the_emptiest_engine():
     assert snap["dropped"] == {"b": 3, "c": 3, "d": 3} and group.dropped("b") == 3
     assert [e["clients"] for e in snap["engines"]] == [2, 1]
     assert group.health() == ("degraded", "pose restarting") and group.alive
-    engines[0].alive = False  # a dead engine process takes no new client, and the group is down
+    engines[0].alive = False  # a dead engine process takes no new client, and hands its own over
     engines[0]._health = ("down", "the engine process is gone")
     group.register("e")
-    assert group.engine_of("e") == 1 and not group.alive and group.health()[0] == "down"
+    assert group.engine_of("e") == 1
+    group._failover(engines[0])  # what its link's reader does once the process is gone
+    assert [group.engine_of(c) for c in "bcde"] == [1, 1, 1, 1] and not engines[0].clients
+    assert engines[1].clients["c"] == "c"  # the same session's sink, now on the live engine
+    # Clients hear the pose path is degraded, not down; /healthz (alive) asks for a restart.
+    assert group.health()[0] == "degraded" and "1 of 2" in group.health()[1] and not group.alive
+    engines[1].alive = False
+    engines[1]._health = ("down", "the engine process is gone")
+    assert group.health() == ("down", "the engine process is gone")
 
 
 def _stats(port: int) -> dict:
@@ -349,6 +360,65 @@ def test_one_process_spreads_its_clients_over_two_engine_processes(video_jpegs):
         assert len(from_c) >= 3 and any(h.pose_source == "own" for h in from_c)
         assert _wait(lambda: engine_clients() == [1, 1]), engine_clients()
         for ws in (a, c):
+            ws.close()
+    finally:
+        stop_server(proc)
+
+
+def test_a_lost_engine_process_hands_its_clients_to_the_other(video_jpegs):
+    """Two engine processes; the one serving client b dies (as one whose GPU context is lost
+    ends itself). b keeps getting frames drawn with its own pose, now from the other engine;
+    clients are told the pose path is degraded, and /healthz asks for a restart."""
+    import os
+    import signal
+    import urllib.error
+    import urllib.request
+
+    import simple_websocket
+
+    small = [codec.encode(cv2.resize(codec.decode(j), (W, H)), 85) for j in video_jpegs[:10]]
+    port = free_port()
+    args = ("--render", "batched", "--processes", "1", "--engines", "2", "--inference-size", f"{W}x{H}")
+    proc = start_server(port, *args)
+
+    def connect():
+        ws = simple_websocket.Client.connect(f"ws://127.0.0.1:{port}/ws")
+        assert json.loads(ws.receive(timeout=10))["type"] == "hello"
+        return ws
+
+    def engines() -> list[dict]:
+        return _stats(port)["engines"]
+
+    try:
+        a, b = connect(), connect()  # a on engine 0, b on engine 1
+        assert all(len(r) >= 3 for r in _stream([a, b], small))
+        assert _wait(lambda: [e["clients"] for e in engines()] == [1, 1] and all(e.get("pid") for e in engines()))
+        os.kill(engines()[1]["pid"], signal.SIGKILL)
+        statuses = []
+
+        def stream_b() -> list:
+            replies = []
+            end = time.monotonic() + 20
+            i = 0
+            while time.monotonic() < end and sum(h.pose_source == "own" for h in replies) < 3:
+                b.send(pack_frame(1000 + i, time.time() * 1000, small[i % len(small)]))
+                i += 1
+                time.sleep(0.25)
+                while (msg := b.receive(timeout=0.01)) is not None:
+                    if isinstance(msg, bytes):
+                        replies.append(parse_reply(msg)[0])
+                    elif json.loads(msg).get("type") == "status":
+                        statuses.append(json.loads(msg))
+            return replies
+
+        after = stream_b()
+        assert sum(h.pose_source == "own" for h in after) >= 3, [h.pose_source for h in after]
+        assert _wait(lambda: [e["clients"] for e in engines()][0] == 2)  # both now on engine 0
+        assert any(s["pose"] == "degraded" and "1 of 2 engine processes gone" in s["message"] for s in statuses)
+        with pytest.raises(urllib.error.HTTPError) as down:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert down.value.code == 503
+        for ws in (a, b):
             ws.close()
     finally:
         stop_server(proc)

@@ -245,14 +245,18 @@ class FaultyBackend(RecordingBackend):
         self.oom_above: int | None = None
         self.release_hang = threading.Event()
         self.closed = 0
+        self.calls = 0
 
     def _infer(self, images, streams):
+        self.calls += 1
         if self.oom_above is not None and len(images) > self.oom_above:
             with self.lock:
                 self.batches.append(["oom", *streams])
             raise InjectedOOM(f"injected: out of memory on {len(images)} images")
         if self.mode == "raise":
             raise RuntimeError("injected backend failure")
+        if self.mode == "lose-gpu":  # what torch raises once a kernel's assert has fired
+            raise RuntimeError("CUDA error: device-side assert triggered\nSearch for `cudaErrorAssert' ...")
         if self.mode == "hang":
             self.release_hang.wait(30)
         return super()._infer(images, streams)
@@ -319,6 +323,63 @@ def test_repeated_failures_restart_the_backend_with_backoff_and_it_recovers(jpeg
         stop.set()
         worker.stop()
     assert built[-1].closed == 1
+
+
+def test_a_lost_gpu_context_stops_the_worker_for_good_and_says_so(jpeg720):
+    """A device-side assert ends the CUDA context for the whole process: rebuilding the backend
+    would fail the same way, so the worker tries no restart, stops batching, reports "down"
+    (alive False: /healthz answers 503) and calls its hook once - the engine process's exit."""
+    backend = FaultyBackend()
+    built: list[FaultyBackend] = []
+    worker = PoseWorker(
+        backend,
+        BatchConfig(max_size=1, deadline_ms=0),
+        faults=FAST_FAULTS,
+        factory=lambda: built.append(FaultyBackend()) or built[-1],
+    )
+    lost: list[str] = []
+    worker.on_device_lost = lost.append
+    worker.start()
+    tl = KeypointTimeline()
+    worker.register("a", tl)
+    stop = threading.Event()
+    feed(worker, "a", jpeg720, stop)
+    try:
+        assert wait_until(lambda: len(tl) > 0)
+        backend.mode = "lose-gpu"
+        assert wait_until(lambda: worker.health()[0] == "down")
+        assert "GPU context is lost" in worker.health()[1] and "must be restarted" in worker.health()[1]
+        assert wait_until(lambda: len(lost) == 1) and lost[0] == worker.health()[1]
+        assert not worker.alive
+        calls = backend.calls
+        time.sleep(FAST_FAULTS.backoff_max_s * 3)  # past every backoff a restart would have waited
+        assert built == [] and worker.snapshot()["restarts"] == 0  # no rebuild was tried
+        assert backend.calls == calls and len(lost) == 1  # and no batch ran since
+    finally:
+        stop.set()
+        worker.stop()
+
+
+def test_only_errors_that_end_a_cuda_context_count_as_a_lost_gpu():
+    from smartcloset.pose.worker import gpu_context_lost
+
+    lost = [
+        "CUDA error: device-side assert triggered",
+        "CUDA error: an illegal memory access was encountered",
+        "CUDA error: unspecified launch failure",
+        "CUDA ERROR: 710",  # torchvision's encoder
+        "Error while decoding JPEG images: Failed to synchronize CUDA stream: 710",  # its decoder
+    ]
+    kept = ["injected backend failure", "image encoding failed: 6", "a batch of 710 frames", "CUDA out of memory"]
+    assert all(gpu_context_lost(RuntimeError(m)) for m in lost)
+    assert not any(gpu_context_lost(RuntimeError(m)) for m in kept)
+    try:  # found through what caused an error, as the engine's fallbacks re-raise
+        try:
+            raise RuntimeError(lost[0])
+        except RuntimeError as exc:
+            raise ValueError("decoding the batch failed") from exc
+    except ValueError as wrapped:
+        assert gpu_context_lost(wrapped)
 
 
 def test_a_hung_backend_call_is_abandoned_and_the_worker_restarts(jpeg720):

@@ -47,6 +47,9 @@ class BenchConfig:
     jpeg_quality: int = 80
     serve_args: list[str] = field(default_factory=list)
     client_processes: int = 1  # spread the clients over this many processes (one Python can't feed 100)
+    # Where py-spy (if on PATH) writes what holds each server process's GIL during the window:
+    # collapsed stacks, one file a process, named by its role.
+    profile_dir: str | None = None
 
 
 def letterbox(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -249,6 +252,58 @@ def _server_pids(proc: subprocess.Popen) -> list[int]:
     return pids
 
 
+def _role(pid: int, master: int) -> str:
+    """What a server process does: the gunicorn master, an engine (GPU) or a socket worker."""
+    if pid == master:
+        return "master"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read()
+    except OSError:
+        return "gone"
+    return "engine" if b"smartcloset.engine_ipc" in cmd else "socket"
+
+
+def cpu_by_role(roles: dict[int, str], before: dict[int, float], after: dict[int, float], window: float):
+    """Each server process's CPU over the window, grouped by role: one process near 100 % is
+    bound by its GIL however idle the machine is - the sum hides it."""
+    out: dict[str, list[float]] = {}
+    for pid, role in roles.items():
+        if pid in before and pid in after:
+            out.setdefault(role, []).append(round(100.0 * (after[pid] - before[pid]) / window, 1))
+    return {k: sorted(v, reverse=True) for k, v in out.items()}
+
+
+class GilProfiler:
+    """py-spy ``record --gil`` on every server process but the master for the measured window:
+    whose Python holds each GIL, as collapsed stacks. Nothing where py-spy is not installed
+    (it is a benchmarking aid, not a dependency)."""
+
+    def __init__(self, out_dir: str | None, roles: dict[int, str], seconds: float) -> None:
+        import shutil
+
+        self.procs: list[subprocess.Popen] = []
+        exe = shutil.which("py-spy")
+        if not out_dir or exe is None:
+            if out_dir:
+                log.warning("no py-spy on PATH: no GIL profile")
+            return
+        os.makedirs(out_dir, exist_ok=True)
+        for pid, role in roles.items():
+            if role in ("master", "gone"):
+                continue
+            cmd = [exe, "record", "--pid", str(pid), "--gil", "--rate", "200", "--format", "raw", "--nonblocking"]
+            cmd += ["--duration", str(max(1, int(seconds))), "--output", os.path.join(out_dir, f"{role}-{pid}.txt")]
+            self.procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def wait(self) -> None:
+        for p in self.procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
 def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 2) if values else None
 
@@ -352,13 +407,16 @@ def run_bench(cfg: BenchConfig) -> dict:
             time.sleep(lead)
             before = _get_json(base + "/api/stats")
             pids = _server_pids(proc) if proc else []
-            cpu0 = sum(filter(None, (_cpu_seconds(p) for p in pids)))
+            roles = {p: _role(p, proc.pid) for p in pids} if proc else {}
+            cpu0 = {p: c for p in pids if (c := _cpu_seconds(p)) is not None}
+            profiler = GilProfiler(cfg.profile_dir, roles, cfg.seconds)
             t0 = time.monotonic()
             with gpu:
                 time.sleep(cfg.seconds)
             window = time.monotonic() - t0
             after = _get_json(base + "/api/stats")
-            cpu1 = sum(filter(None, (_cpu_seconds(p) for p in pids)))
+            cpu1 = {p: c for p in pids if (c := _cpu_seconds(p)) is not None}
+            profiler.wait()
             results, windows, client_cpu = [], [], 0.0
             for job in pending:
                 rs, w, cpu = job.result(timeout=cfg.seconds + lead + 60)
@@ -371,7 +429,7 @@ def run_bench(cfg: BenchConfig) -> dict:
 
     out_fps = [r.received / w for r, w in zip(results, windows)]
     returned = sum(out_fps)  # frames sent back per second, all clients
-    server_cpu = round(100.0 * (cpu1 - cpu0) / window, 1) if pids else None
+    server_cpu = round(100.0 * sum(cpu1[p] - cpu0[p] for p in cpu1 if p in cpu0) / window, 1) if pids else None
     in_fps = [r.sent / w for r, w in zip(results, windows)]
     rtt = [v for r in results for v in r.rtt_ms]
     lat = [v for r in results for v in r.latency_ms]
@@ -416,6 +474,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         "server_cpu_ms_per_frame": round(10.0 * server_cpu / returned, 3)
         if server_cpu is not None and returned
         else None,
+        "server_cpu_by_role": cpu_by_role(roles, cpu0, cpu1, window) if pids else None,
         "client_cpu_percent": round(100.0 * client_cpu, 1),  # the load generator, all its processes
         "backend": after.get("backend"),
         "device": after.get("device"),

@@ -142,6 +142,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         port=args.port,
         serve_args=args.serve_arg or [],
         client_processes=args.client_processes,
+        profile_dir=args.profile_dir,
     )
     result = run_bench(cfg)
     if args.json:
@@ -307,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=0, help="port for the server it starts (0: a free one)")
     s.add_argument("--serve-arg", action="append", help="extra argument for the server it starts (repeatable)")
     s.add_argument("--client-processes", type=int, default=1, help="spread the clients over this many processes")
+    s.add_argument("--profile-dir", help="py-spy (if installed) records what holds each server process's GIL here")
     s.set_defaults(func=cmd_bench)
 
     m = sub.add_parser("models", help="pose model weights: list, download, import")

@@ -75,6 +75,21 @@ def _thread_codec(device: torch.device):
     return codecs[device]
 
 
+def _settle(device: torch.device) -> None:
+    """Wait for this thread's stream before a torchvision nvJPEG call.
+
+    Why: torchvision's CUDA decoder takes its output tensors from the caching allocator on the
+    caller's stream, then has nvJPEG write them on a private stream that does not wait for the
+    caller's (pytorch/vision#9606); the encoder is treated the same way. A block the caller freed while its own kernels were still to
+    read it (the renderer frees its temporaries as soon as it has queued the kernels) can be
+    handed out again and overwritten before those kernels run. Settling the stream first
+    leaves nothing queued to be overwritten. It costs little: the encode needs the rendered
+    frames anyway, and at a batch's decode the stream is idle.
+    """
+    if device.type == "cuda" and torch.cuda.is_available():  # (the tests' stand-in devices have none)
+        torch.cuda.current_stream(device).synchronize()
+
+
 def _torchvision_io():
     try:
         from torchvision import io
@@ -120,6 +135,7 @@ def _decode_host(jpeg: bytes, limits: ImageLimits) -> torch.Tensor | ImageError:
 
 def _decode_nvjpeg(jpegs: Sequence[bytes], device: torch.device, limits: ImageLimits, io) -> list:
     data = [torch.frombuffer(bytearray(j), dtype=torch.uint8) for j in jpegs]
+    _settle(device)
     try:
         return list(io.decode_jpeg(data, mode=io.ImageReadMode.RGB, device=device))
     except RuntimeError:
@@ -170,7 +186,9 @@ def _encode_cuda(images: list[torch.Tensor], quality: int, nvi) -> list[bytes]:
             return nvi.encode(images, quality)
         except RuntimeError:
             log.warning("nvImageCodec failed to encode %d frames; torchvision encodes them", len(images), exc_info=True)
-    encoded = _torchvision_io().encode_jpeg([img.contiguous() for img in images], quality=quality)
+    images = [img.contiguous() for img in images]
+    _settle(images[0].device)
+    encoded = _torchvision_io().encode_jpeg(images, quality=quality)
     sizes = [int(e.numel()) for e in encoded]
     host = torch.cat([e.reshape(-1) for e in encoded]).cpu().numpy()  # one copy back
     offsets = np.cumsum([0, *sizes])

@@ -18,12 +18,15 @@ its own clients theirs - it never holds up the engine's batches for the other pr
 
 One engine process is in turn bound by its own host Python (the GPU 15-30 % busy), so
 ``--engines K`` runs K of them: every server process connects to all K (``EngineGroup``) and
-gives each new client to the one with the fewest of its clients.
+gives each new client to the one with the fewest of its clients. An engine process whose GPU
+context is lost (a device-side assert: nothing in it can use the GPU again) ends itself
+(``EXIT_GPU_LOST``); each server process then moves that engine's clients to the live ones.
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import logging
 import math
@@ -47,6 +50,7 @@ from .stream.protocol import ClientFrame
 log = logging.getLogger(__name__)
 
 _LEN = struct.Struct("<I")
+EXIT_GPU_LOST = 75  # an engine process's exit status when its CUDA context was lost (EX_TEMPFAIL)
 
 
 def _pack(meta: dict, payload: bytes = b"") -> bytes:
@@ -177,10 +181,11 @@ def run_engine_process(config_values: dict, address: str, authkey_hex: str) -> N
     from .render.annotators import GarmentAnnotator
     from .server.pipeline import backend_factory, build_engine
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [engine %(process)d] %(name)s: %(message)s")
     config = ServerConfig.from_mapping(dict(config_values, engine_addresses=[], engine_authkeys=[]))
     factory = backend_factory(config)
     engine = build_engine(config, factory(), factory)
+    engine.on_device_lost = _end_process
     if config.engines > 1 and engine.device.type == "cuda" and not mps_running():
         log.warning(
             "%d engine processes share the GPU by time-slicing: start NVIDIA MPS on this host "
@@ -217,6 +222,14 @@ def run_engine_process(config_values: dict, address: str, authkey_hex: str) -> N
         ).start()
 
 
+def _end_process(message: str) -> None:
+    """The engine's GPU context is lost: end the process (its links close with it), so that
+    the server processes move its clients to the other engines and an operator sees it exit."""
+    log.critical("engine process %d exits (status %d): %s", os.getpid(), EXIT_GPU_LOST, message)
+    logging.shutdown()
+    os._exit(EXIT_GPU_LOST)  # not sys.exit: threads stuck in CUDA calls must not hold the exit up
+
+
 def mps_running(environ=os.environ) -> bool:
     """Whether an NVIDIA MPS control daemon listens where this process's CUDA would look for it
     (``CUDA_MPS_PIPE_DIRECTORY``, by default /tmp/nvidia-mps)."""
@@ -248,7 +261,7 @@ def _serve_link(conn: Connection, number: int, engine, annotator, timeline_cls) 
                 engine.unregister(key)
                 link.forget(client)
             elif kind == "stats":
-                snap = engine.snapshot()
+                snap = engine.snapshot() | {"pid": os.getpid()}
                 # Frames replaced in the engine's slot, and replies replaced on their way back.
                 snap["dropped"] = {c: engine.dropped((number, c)) + link.dropped.get(c, 0) for c in sinks}
                 state, message = engine.health()
@@ -329,6 +342,7 @@ class RemoteEngine:
             "dropped": {},
         }
         self._health: tuple[str, str] = ("ok", "")
+        self.on_closed = None  # called once when the engine process closes the link (EngineGroup's failover)
         self._stop = threading.Event()
         self._interval = stats_interval_s
         threading.Thread(target=self._read, name="engine-link", daemon=True).start()
@@ -363,6 +377,9 @@ class RemoteEngine:
             "q": getattr(sink, "jpeg_quality", 80),
         }
         self._link.send(meta, frame.jpeg, slot=("frame", str(client)))
+
+    def sink_of(self, client: Hashable):
+        return self._sinks.get(str(client))
 
     def dropped(self, client: Hashable) -> int:
         """Frames of the client replaced on the way to the engine, in its slot there, or on the way back."""
@@ -402,7 +419,11 @@ class RemoteEngine:
                 meta, payload = _unpack(conn.recv_bytes())
             except (EOFError, OSError):
                 self._link.close()
-                log.error("the engine process closed its link: no more frames are rendered")
+                if self._stop.is_set():
+                    return
+                log.error("the engine process closed its link: it renders no more frames")
+                if self.on_closed is not None:
+                    self.on_closed()
                 return
             kind = meta.get("t")
             if kind == "stats":
@@ -438,7 +459,9 @@ class EngineGroup:
     per-frame Python and the codec calls) with the GPU only 15-30 % busy; K processes give K
     GILs, and their CUDA contexts time-slice the GPU. A client stays on one engine (its slot and
     timeline live there); a new one goes to the live engine with the fewest of this process's
-    clients (ties: the lowest index). One engine is a group of one.
+    clients (ties: the lowest index). When an engine process is gone, its clients move the same
+    way to the live ones (their timelines start again there: a few frames extrapolated), so a
+    lost engine costs them a moment, not the session. One engine is a group of one.
     """
 
     batched = True
@@ -450,6 +473,8 @@ class EngineGroup:
         self.backend = engines[0].backend
         self._of: dict[Hashable, RemoteEngine] = {}  # client -> its engine
         self._lock = threading.Lock()
+        for e in engines:
+            e.on_closed = functools.partial(self._failover, e)
 
     @classmethod
     def connect(cls, addresses: list[str], authkeys: list[str], stats_interval_s: float = 1.0) -> EngineGroup:
@@ -475,6 +500,28 @@ class EngineGroup:
             if engine is not None:
                 engine.unregister(client)
 
+    def _failover(self, dead: RemoteEngine) -> None:
+        """``dead``'s process is gone: its clients go on with the live engines."""
+        with self._lock:
+            moved = [c for c, e in self._of.items() if e is dead]
+            live = [e for e in self.engines if e.alive]
+            if not live:
+                log.error("every engine process is gone: %d client(s) get no more frames", len(moved))
+                return
+            for client in moved:
+                sink = dead.sink_of(client)
+                dead.unregister(client)
+                engine = min(live, key=lambda e: e.client_count)
+                self._of[client] = engine
+                engine.register(client, sink=sink)
+        if moved:
+            log.warning(
+                "engine %d is gone: its %d client(s) moved to the %d live engine(s)",
+                self.engines.index(dead),
+                len(moved),
+                len(live),
+            )
+
     def submit(self, client: Hashable, frame: ClientFrame) -> None:
         engine = self._of.get(client)
         if engine is not None:
@@ -497,18 +544,25 @@ class EngineGroup:
         merged["mean_batch_size"] = sum(m * n for m, n in sized) / sum(n for _, n in sized) if sized else None
         for s in snaps:
             merged["dropped"].update(s.get("dropped", {}))
-        keep = ("pose_fps", "processed", "clients", "mean_batch_size", "stage_ms_p50")
+        keep = ("pose_fps", "processed", "clients", "mean_batch_size", "stage_ms_p50", "pid")
         merged["engines"] = [{k: s.get(k) for k in keep} for s in snaps]
         return merged
 
     def health(self) -> tuple[str, str]:
-        """The worst engine's: "down" when any engine process is gone, else the first not "ok"."""
+        """What the clients are told: "down" once no engine process is left; "degraded" while
+        some are gone (their clients moved to the others); else the first engine's not "ok"."""
         states = [e.health() for e in self.engines]
-        down = [h for h in states if h[0] == "down"]
-        return next(iter(down + [h for h in states if h[0] != "ok"]), ("ok", ""))
+        gone = sum(h[0] == "down" for h in states)
+        if gone == len(states):
+            return states[0]
+        if gone:
+            return "degraded", f"{gone} of {len(states)} engine processes gone: their clients moved to the others"
+        return next((h for h in states if h[0] != "ok"), ("ok", ""))
 
     @property
     def alive(self) -> bool:
+        """False once any engine process is gone: /healthz then answers 503, so that an operator
+        (or an orchestrator) restarts the server while the live engines carry its clients."""
         return all(e.alive for e in self.engines)
 
     @property

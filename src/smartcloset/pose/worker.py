@@ -20,12 +20,18 @@ backend) and its result discarded; at most ``max_abandoned`` of them are left ru
 restarts wait for one to come back, so a backend that hangs forever leaks a bounded amount.
 Out of memory (``torch.cuda.OutOfMemoryError``, or any ``MemoryError``) halves the batch cap and
 retries the batch in halves; the cap grows back by one after every ``grow_after`` good batches.
+A lost GPU context (a device-side assert, an illegal address: ``gpu_context_lost``) is another
+matter - no call in this process can use the GPU again, so no restart is tried: the worker
+stops batching, says "down" (``alive`` turns False, so ``/healthz`` answers 503) and calls
+``on_device_lost``, which in an engine process ends the process so that its server processes
+move its clients to the other engines.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import re
 import sys
 import threading
 import time
@@ -42,6 +48,26 @@ from .timeline import KeypointTimeline
 from .types import FramePose
 
 log = logging.getLogger(__name__)
+
+
+# What CUDA reports once its context is unusable (the error is "sticky": every later call in the
+# process fails the same way), in torch's words and by number as torchvision and nvJPEG give it:
+# cudaErrorIllegalAddress (700), cudaErrorAssert (710), cudaErrorLaunchFailure (719).
+_LOST_CONTEXT = re.compile(
+    r"device-side assert triggered|an illegal memory access|unspecified launch failure"
+    r"|CUDA (?:error|ERROR|stream)\b[^0-9\n]{0,20}\b(?:700|710|719)\b"
+)
+
+
+def gpu_context_lost(error: BaseException | None) -> bool:
+    """Whether ``error`` (or what caused it) says this process's CUDA context is lost."""
+    for _ in range(8):
+        if error is None:
+            return False
+        if _LOST_CONTEXT.search(str(error)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 @dataclass(frozen=True)
@@ -179,6 +205,9 @@ class PoseWorker:
         self.limits = limits
         self.faults = faults
         self.factory = factory  # builds a fresh backend on a restart; None: reuse the same one
+        # Called once (on a thread of its own) when the GPU context is lost; see the module doc.
+        self.on_device_lost: Callable[[str], None] | None = None
+        self._device_lost = False
         self.stats = WorkerStats()
         self._cond = threading.Condition()
         self._clients: dict[Hashable, _Client] = {}
@@ -229,7 +258,7 @@ class PoseWorker:
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive() and not self._stop
+        return self._thread.is_alive() and not self._stop and not self._device_lost
 
     def health(self) -> tuple[str, str]:
         """(state, message): "ok", or "restarting" with why; sessions relay changes to clients."""
@@ -429,11 +458,30 @@ class PoseWorker:
     def _on_failure(self, call: _Call, error: Exception) -> None:
         self.stats.errors += 1
         metrics.POSE_ERRORS.inc()
+        if gpu_context_lost(error):
+            self._lose_device(error)
+            return
         if call.gen is not self._gen:
             return  # the backend it ran on is already being replaced
         self._failures += 1
         if self._failures >= self.faults.failures_to_restart:
             self._begin_restart(f"pose model failed {self._failures} times in a row ({type(error).__name__}: {error})")
+
+    def _lose_device(self, error: Exception) -> None:
+        """No batch runs again in this process (a rebuilt backend would fail the same way)."""
+        if self._device_lost:
+            return
+        self._device_lost = True
+        self._paused_until = float("inf")  # the supervisor never restarts; the loop takes no batch
+        self._state = "down"
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        self._reason = f"the GPU context is lost ({type(error).__name__}: {first_line})"
+        self._message = f"{self._reason}: this process cannot use the GPU again and must be restarted"
+        log.critical("pose worker: %s", self._message)
+        self._cond.notify_all()
+        hook = self.on_device_lost
+        if hook is not None:  # outside this lock: the hook may end the process
+            threading.Thread(target=hook, args=(self._message,), name="device-lost", daemon=True).start()
 
     def _begin_restart(self, reason: str) -> None:
         if self._paused_until is not None:
@@ -502,7 +550,7 @@ class PoseWorker:
                     self._begin_restart(f"rebuilding the pose model failed ({type(exc).__name__}: {exc})")
                 return
         with self._cond:
-            if self._stop:
+            if self._stop or self._device_lost:
                 new_gen = None
             else:
                 new_gen = _Generation(

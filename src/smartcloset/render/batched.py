@@ -94,13 +94,30 @@ def _triangle_affines(
     return affine, bary, valid, det
 
 
+def shared(t: torch.Tensor) -> torch.Tensor:
+    """A tensor made on this thread's stream, ready for any stream: it waits here until the
+    stream has finished making it.
+
+    Why: the engine renders its in-flight batches on one CUDA stream each, and the renderer's
+    caches (meshes, textures, kernels) are shared by them. A cached tensor is built by the
+    thread that first needs it - its upload and kernels queued on that thread's stream - and
+    another thread may read it at once on its own stream, which does not wait for those:
+    it would read memory not yet written (on an H200 under 64 clients, index tensors read
+    that way set off device-side asserts, and such an error ends the CUDA context). Once per
+    cached tensor; nothing on the CPU.
+    """
+    if t.device.type == "cuda":
+        torch.cuda.current_stream(t.device).synchronize()
+    return t
+
+
 @functools.lru_cache(maxsize=16)
 def _gaussian_kernel(sigma: float, device) -> torch.Tensor:
     """OpenCV's kernel for float images: size round(8 sigma + 1) | 1, normalised (made once)."""
     k = int(round(sigma * 8 + 1)) | 1
     x = torch.arange(k, dtype=torch.float32, device=device) - (k - 1) / 2
     w = torch.exp(-(x * x) / (2 * sigma * sigma))
-    return w / w.sum()
+    return shared(w / w.sum())
 
 
 def _blur(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -309,25 +326,41 @@ class BatchRenderer:
         self.shading = shading
         self.compiled = compile
         self._steps = compiled_steps() if compile else _EAGER
-        self._textures: dict[tuple[int, int], torch.Tensor] = {}
+        # Shared by the engine's in-flight batches, each on a stream of its own: an entry goes
+        # in only once its tensors are ready for any stream (``shared``), under this lock.
+        self._cache_lock = threading.Lock()
+        self._textures: dict[tuple[int, int], tuple[GarmentAnnotator, torch.Tensor]] = {}
         self._meshes: dict[int, tuple[GarmentAnnotator, _Mesh]] = {}
+        # A full cache is set aside, not freed: a batch on another stream may still read its
+        # tensors, and a block freed there could be handed out again on the stream that made
+        # it. The next eviction, 256 garments later, frees it.
+        self._retired_textures: dict = {}
+        self._retired_meshes: dict = {}
 
     def _mesh(self, annotator: GarmentAnnotator) -> _Mesh:
         hit = self._meshes.get(id(annotator))
         if hit is None or hit[0] is not annotator:
-            mesh, dev = annotator.mesh, self.device
-            v = np.concatenate([mesh.vertices, np.ones((len(mesh.vertices), 1))], axis=1)
-            layers = [t for _, t in annotator.layers]
-            built = _Mesh(
-                torch.from_numpy(v.astype(np.float32)).to(dev),
-                torch.from_numpy(np.stack(list(mesh.weights.values())).astype(np.float32)).to(dev),
-                [torch.from_numpy(t.astype(np.int64)).to(dev) for t in layers],
-                [torch.from_numpy(mesh.vertices[t].astype(np.float32)).to(dev) for t in layers],
-            )
-            if len(self._meshes) > 256:
-                self._meshes.clear()
-            hit = self._meshes[id(annotator)] = (annotator, built)
+            with self._cache_lock:
+                hit = self._meshes.get(id(annotator))
+                if hit is None or hit[0] is not annotator:
+                    hit = (annotator, self._build_mesh(annotator))
+                    if len(self._meshes) > 256:  # garments come and go; keep the cache bounded
+                        self._retired_meshes, self._meshes = self._meshes, {}
+                    self._meshes[id(annotator)] = hit
         return hit[1]
+
+    def _build_mesh(self, annotator: GarmentAnnotator) -> _Mesh:
+        mesh, dev = annotator.mesh, self.device
+        v = np.concatenate([mesh.vertices, np.ones((len(mesh.vertices), 1))], axis=1)
+        layers = [t for _, t in annotator.layers]
+        built = _Mesh(
+            torch.from_numpy(v.astype(np.float32)).to(dev),
+            torch.from_numpy(np.stack(list(mesh.weights.values())).astype(np.float32)).to(dev),
+            [torch.from_numpy(t.astype(np.int64)).to(dev) for t in layers],
+            [torch.from_numpy(mesh.vertices[t].astype(np.float32)).to(dev) for t in layers],
+        )
+        shared(built.vertices)  # one wait covers every tensor above: they share the stream
+        return built
 
     def _skin(self, rigs: list[tuple[GarmentAnnotator, np.ndarray]]) -> dict[int, torch.Tensor]:
         """Frame-pixel vertices of every rig, blended from its part transforms on the device:
@@ -374,15 +407,18 @@ class BatchRenderer:
     def texture(self, annotator: GarmentAnnotator, level: int) -> torch.Tensor:
         """(1, 4, h, w) float32 premultiplied RGBA of a pyramid level, uploaded once."""
         key = (id(annotator), level)
-        tex = self._textures.get(key)
-        if tex is None:
-            bgra = annotator.pyramid[level]
-            rgba = np.ascontiguousarray(bgra[..., [2, 1, 0, 3]])
-            tex = torch.from_numpy(rgba).to(self.device).permute(2, 0, 1)[None].float()
-            if len(self._textures) > 256:  # garments come and go; keep the cache bounded
-                self._textures.clear()
-            self._textures[key] = tex
-        return tex
+        hit = self._textures.get(key)
+        if hit is None or hit[0] is not annotator:
+            with self._cache_lock:
+                hit = self._textures.get(key)
+                if hit is None or hit[0] is not annotator:
+                    bgra = annotator.pyramid[level]
+                    rgba = np.ascontiguousarray(bgra[..., [2, 1, 0, 3]])
+                    hit = (annotator, shared(torch.from_numpy(rgba).to(self.device).permute(2, 0, 1)[None].float()))
+                    if len(self._textures) > 256:  # as the meshes
+                        self._retired_textures, self._textures = self._textures, {}
+                    self._textures[key] = hit
+        return hit[1]
 
     # -- the batch ------------------------------------------------------------------------------
     @torch.inference_mode()
