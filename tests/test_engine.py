@@ -560,3 +560,53 @@ def test_a_server_process_that_stops_reading_does_not_stall_the_engine_for_the_o
             assert meta["id"] == i and meta["src"] == "own" and codec.decode(body).shape == (H, W, 3)
     finally:
         engine.stop()
+
+
+def _established_by_worker(proc, port: int) -> dict[int, int]:
+    """Each socket worker's (not the engines') established connections to ``port``, from /proc."""
+    import os
+
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] == "01":  # local port, ESTABLISHED
+                    inodes.add(cols[9])
+    with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+        children = [int(p) for p in f.read().split()]
+    counts = {}
+    for pid in children:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"engine_ipc" in f.read():
+                continue
+        links = []
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                links.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                continue
+        counts[pid] = sum(link[len("socket:[") : -1] in inodes for link in links if link.startswith("socket:["))
+    return counts
+
+
+def test_the_socket_processes_share_the_connections():
+    """``--processes N``: each worker listens on a socket of its own (SO_REUSEPORT), so the
+    kernel spreads the clients over all of them rather than whichever worker wakes first."""
+    import simple_websocket
+
+    port = free_port()
+    proc = start_server(port, "--transport-only", "--processes", "2", "--max-clients", "64", "--max-clients-per-address", "0")
+    clients = []
+    try:
+        for _ in range(40):
+            ws = simple_websocket.Client.connect(f"ws://127.0.0.1:{port}/ws")
+            assert json.loads(ws.receive(timeout=10))["type"] == "hello"
+            clients.append(ws)
+        counts = _established_by_worker(proc, port)
+        assert len(counts) == 2 and sum(counts.values()) == 40, counts
+        assert min(counts.values()) >= 8, counts  # an even split is 20 each; 8 or fewer: p < 1e-4
+    finally:
+        for ws in clients:
+            ws.close()
+        stop_server(proc)

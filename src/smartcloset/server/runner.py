@@ -52,6 +52,11 @@ def serve(config: ServerConfig, log_level: str = "info") -> None:
         "bind": f"{config.host}:{config.port}",
         "workers": max(1, config.processes),
         "worker_class": "gthread",
+        # Each worker its own listening socket (SO_REUSEPORT), so the kernel spreads connections
+        # evenly over them. On one shared socket whichever worker wakes first accepts: on an
+        # H200 host 128 bench clients all landed on one of 4 workers, whose GIL then fed the
+        # engines 67 frames/s (0.5 FPS a client) while the other three sat idle.
+        "reuse_port": config.processes > 1,
         # Each WebSocket holds a thread for its lifetime, and admission (ws.py) stops at
         # max_clients of them, so these 8 are always left for the page, the API and for
         # refusing the connections past the limits (a refusal holds a thread only for the close
