@@ -596,7 +596,9 @@ def test_the_socket_processes_share_the_connections():
     import simple_websocket
 
     port = free_port()
-    proc = start_server(port, "--transport-only", "--processes", "2", "--max-clients", "64", "--max-clients-per-address", "0")
+    proc = start_server(
+        port, "--transport-only", "--processes", "2", "--max-clients", "64", "--max-clients-per-address", "0"
+    )
     clients = []
     try:
         for _ in range(40):

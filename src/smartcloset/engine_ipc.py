@@ -181,7 +181,9 @@ def run_engine_process(config_values: dict, address: str, authkey_hex: str) -> N
     from .render.annotators import GarmentAnnotator
     from .server.pipeline import backend_factory, build_engine
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [engine %(process)d] %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s [engine %(process)d] %(name)s: %(message)s"
+    )
     config = ServerConfig.from_mapping(dict(config_values, engine_addresses=[], engine_authkeys=[]))
     factory = backend_factory(config)
     engine = build_engine(config, factory(), factory)
