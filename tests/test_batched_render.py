@@ -149,3 +149,43 @@ def test_warm_up_draws_the_starter_looks_at_each_batch_size(monkeypatch):
     renderer.warm_up(batches=(1, 3))
     assert sizes == [1, 1, 3, 3]
     assert len(renderer._meshes) == 3 and len(renderer._textures) >= 3
+
+
+def test_the_shared_caches_build_each_entry_once_and_never_serve_another_garments(closet, monkeypatch):
+    """The engine's in-flight batches share one renderer's caches from several threads: a mesh
+    is built once however many batches ask for it at the same time, and a cached texture is
+    served only to the garment it was made from (an ``id`` can be reused once a garment is
+    gone)."""
+    import threading
+    import time
+
+    renderer = BatchRenderer("cpu")
+    ann = GarmentAnnotator(closet.get("tshirt-navy"))
+    built = []
+    build = renderer._build_mesh
+
+    def slow_build(a):
+        built.append(a)
+        time.sleep(0.05)  # long enough for every thread to ask while the first still builds
+        return build(a)
+
+    monkeypatch.setattr(renderer, "_build_mesh", slow_build)
+    start = threading.Barrier(8)
+    meshes = []
+
+    def ask():
+        start.wait()
+        meshes.append(renderer._mesh(ann))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(built) == 1 and all(m is meshes[0] for m in meshes)
+
+    other = GarmentAnnotator(closet.get("shirt-blue"))
+    stale = renderer.texture(ann, 0)
+    renderer._textures[(id(other), 0)] = renderer._textures[(id(ann), 0)]  # as if ``other`` reused the id
+    fresh = renderer.texture(other, 0)
+    assert fresh is not stale and fresh.shape[-2:] == other.pyramid[0].shape[:2]
