@@ -3,6 +3,7 @@ the engine process that serves several server processes (``--processes N``)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -327,21 +328,30 @@ def _stream(clients, jpegs, want: int = 3) -> list[list]:
     return replies
 
 
+TWO_ENGINES = ("--render", "batched", "--processes", "1", "--engines", "2", "--inference-size", f"{W}x{H}")
+
+
+def _small(video_jpegs) -> list[bytes]:
+    return [codec.encode(cv2.resize(codec.decode(j), (W, H)), 85) for j in video_jpegs[:10]]
+
+
+def _connect(port: int):
+    """A WebSocket client, registered with an engine by the time its hello comes."""
+    import simple_websocket
+
+    ws = simple_websocket.Client.connect(f"ws://127.0.0.1:{port}/ws")
+    assert json.loads(ws.receive(timeout=10))["type"] == "hello"
+    return ws
+
+
 def test_one_process_spreads_its_clients_over_two_engine_processes(video_jpegs):
     """``serve --render batched --engines 2``: two engine processes; a process's clients go to the
     engine with the fewest of them, frames come back drawn from both, a leaving client frees its
     engine's place."""
-    import simple_websocket
-
-    small = [codec.encode(cv2.resize(codec.decode(j), (W, H)), 85) for j in video_jpegs[:10]]
+    small = _small(video_jpegs)
     port = free_port()
-    args = ("--render", "batched", "--processes", "1", "--engines", "2", "--inference-size", f"{W}x{H}")
-    proc = start_server(port, *args)
-
-    def connect():
-        ws = simple_websocket.Client.connect(f"ws://127.0.0.1:{port}/ws")
-        assert json.loads(ws.receive(timeout=10))["type"] == "hello"  # registered with an engine by now
-        return ws
+    proc = start_server(port, *TWO_ENGINES)
+    connect = functools.partial(_connect, port)
 
     def engine_clients() -> list[int]:
         return [e["clients"] for e in _stats(port)["engines"]]
@@ -374,17 +384,10 @@ def test_a_lost_engine_process_hands_its_clients_to_the_other(video_jpegs):
     import urllib.error
     import urllib.request
 
-    import simple_websocket
-
-    small = [codec.encode(cv2.resize(codec.decode(j), (W, H)), 85) for j in video_jpegs[:10]]
+    small = _small(video_jpegs)
     port = free_port()
-    args = ("--render", "batched", "--processes", "1", "--engines", "2", "--inference-size", f"{W}x{H}")
-    proc = start_server(port, *args)
-
-    def connect():
-        ws = simple_websocket.Client.connect(f"ws://127.0.0.1:{port}/ws")
-        assert json.loads(ws.receive(timeout=10))["type"] == "hello"
-        return ws
+    proc = start_server(port, *TWO_ENGINES)
+    connect = functools.partial(_connect, port)
 
     def engines() -> list[dict]:
         return _stats(port)["engines"]

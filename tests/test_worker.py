@@ -285,6 +285,15 @@ def feed(worker, client: str, jpeg: bytes, stop: threading.Event, period: float 
     return t
 
 
+def one_client(worker, jpeg: bytes) -> tuple[KeypointTimeline, threading.Event]:
+    """Client "a" registered and fed until the event is set: its timeline, and the event."""
+    tl = KeypointTimeline()
+    worker.register("a", tl)
+    stop = threading.Event()
+    feed(worker, "a", jpeg, stop)
+    return tl, stop
+
+
 def test_repeated_failures_restart_the_backend_with_backoff_and_it_recovers(jpeg720):
     first = FaultyBackend()
     built: list[FaultyBackend] = []
@@ -295,10 +304,7 @@ def test_repeated_failures_restart_the_backend_with_backoff_and_it_recovers(jpeg
         return built[-1]
 
     worker = PoseWorker(first, BatchConfig(max_size=1, deadline_ms=0), faults=FAST_FAULTS, factory=factory).start()
-    tl = KeypointTimeline()
-    worker.register("a", tl)
-    stop = threading.Event()
-    feed(worker, "a", jpeg720, stop)
+    tl, stop = one_client(worker, jpeg720)
     try:
         assert wait_until(lambda: len(tl) > 0)
         first.mode = "raise"
@@ -339,11 +345,7 @@ def test_a_lost_gpu_context_stops_the_worker_for_good_and_says_so(jpeg720):
     )
     lost: list[str] = []
     worker.on_device_lost = lost.append
-    worker.start()
-    tl = KeypointTimeline()
-    worker.register("a", tl)
-    stop = threading.Event()
-    feed(worker, "a", jpeg720, stop)
+    tl, stop = one_client(worker.start(), jpeg720)
     try:
         assert wait_until(lambda: len(tl) > 0)
         backend.mode = "lose-gpu"
