@@ -186,6 +186,7 @@ def test_the_shared_caches_build_each_entry_once_and_never_serve_another_garment
 
     other = GarmentAnnotator(closet.get("shirt-blue"))
     stale = renderer.texture(ann, 0)
-    renderer._textures[(id(other), 0)] = renderer._textures[(id(ann), 0)]  # as if ``other`` reused the id
+    cached = renderer._textures._entries
+    cached[(id(other), 0)] = cached[(id(ann), 0)]  # as if ``other`` reused the id
     fresh = renderer.texture(other, 0)
     assert fresh is not stale and fresh.shape[-2:] == other.pyramid[0].shape[:2]

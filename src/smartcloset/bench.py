@@ -13,6 +13,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -280,8 +281,6 @@ class GilProfiler:
     (it is a benchmarking aid, not a dependency)."""
 
     def __init__(self, out_dir: str | None, roles: dict[int, str], seconds: float) -> None:
-        import shutil
-
         self.procs: list[subprocess.Popen] = []
         exe = shutil.which("py-spy")
         if not out_dir or exe is None:

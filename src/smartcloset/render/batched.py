@@ -60,6 +60,36 @@ class _Warp:
     layer: int
 
 
+class _GarmentCache:
+    """Device tensors made once per garment, shared by the engine's in-flight batches (each on a
+    CUDA stream of its own): built once under a lock - ``build`` returns them ready for any
+    stream (``shared``) - and served only to the garment they were made from (an ``id`` is
+    reused once a garment is gone). Bounded: a full cache is set aside, not freed, since a batch
+    on another stream may still read its tensors and a block freed there could be handed out
+    again on the stream that made it; the next eviction, ``limit`` garments later, frees it."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._entries: dict = {}  # key -> (garment, value)
+        self._retired: dict = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, annotator: GarmentAnnotator, key, build):
+        hit = self._entries.get(key)
+        if hit is None or hit[0] is not annotator:
+            with self._lock:
+                hit = self._entries.get(key)
+                if hit is None or hit[0] is not annotator:
+                    hit = (annotator, build())
+                    if len(self._entries) > self._limit:
+                        self._retired, self._entries = self._entries, {}
+                    self._entries[key] = hit
+        return hit[1]
+
+
 @dataclass
 class _Mesh:
     """A garment's mesh on the device, uploaded once."""
@@ -326,28 +356,11 @@ class BatchRenderer:
         self.shading = shading
         self.compiled = compile
         self._steps = compiled_steps() if compile else _EAGER
-        # Shared by the engine's in-flight batches, each on a stream of its own: an entry goes
-        # in only once its tensors are ready for any stream (``shared``), under this lock.
-        self._cache_lock = threading.Lock()
-        self._textures: dict[tuple[int, int], tuple[GarmentAnnotator, torch.Tensor]] = {}
-        self._meshes: dict[int, tuple[GarmentAnnotator, _Mesh]] = {}
-        # A full cache is set aside, not freed: a batch on another stream may still read its
-        # tensors, and a block freed there could be handed out again on the stream that made
-        # it. The next eviction, 256 garments later, frees it.
-        self._retired_textures: dict = {}
-        self._retired_meshes: dict = {}
+        self._meshes = _GarmentCache()  # id(garment) -> _Mesh
+        self._textures = _GarmentCache()  # (id(garment), level) -> (1, 4, h, w) RGBA
 
     def _mesh(self, annotator: GarmentAnnotator) -> _Mesh:
-        hit = self._meshes.get(id(annotator))
-        if hit is None or hit[0] is not annotator:
-            with self._cache_lock:
-                hit = self._meshes.get(id(annotator))
-                if hit is None or hit[0] is not annotator:
-                    hit = (annotator, self._build_mesh(annotator))
-                    if len(self._meshes) > 256:  # garments come and go; keep the cache bounded
-                        self._retired_meshes, self._meshes = self._meshes, {}
-                    self._meshes[id(annotator)] = hit
-        return hit[1]
+        return self._meshes.get(annotator, id(annotator), lambda: self._build_mesh(annotator))
 
     def _build_mesh(self, annotator: GarmentAnnotator) -> _Mesh:
         mesh, dev = annotator.mesh, self.device
@@ -406,19 +419,12 @@ class BatchRenderer:
     # -- textures ---------------------------------------------------------------------------
     def texture(self, annotator: GarmentAnnotator, level: int) -> torch.Tensor:
         """(1, 4, h, w) float32 premultiplied RGBA of a pyramid level, uploaded once."""
-        key = (id(annotator), level)
-        hit = self._textures.get(key)
-        if hit is None or hit[0] is not annotator:
-            with self._cache_lock:
-                hit = self._textures.get(key)
-                if hit is None or hit[0] is not annotator:
-                    bgra = annotator.pyramid[level]
-                    rgba = np.ascontiguousarray(bgra[..., [2, 1, 0, 3]])
-                    hit = (annotator, shared(torch.from_numpy(rgba).to(self.device).permute(2, 0, 1)[None].float()))
-                    if len(self._textures) > 256:  # as the meshes
-                        self._retired_textures, self._textures = self._textures, {}
-                    self._textures[key] = hit
-        return hit[1]
+
+        def upload() -> torch.Tensor:
+            rgba = np.ascontiguousarray(annotator.pyramid[level][..., [2, 1, 0, 3]])
+            return shared(torch.from_numpy(rgba).to(self.device).permute(2, 0, 1)[None].float())
+
+        return self._textures.get(annotator, (id(annotator), level), upload)
 
     # -- the batch ------------------------------------------------------------------------------
     @torch.inference_mode()
