@@ -311,20 +311,27 @@ def _stats(port: int) -> dict:
         return json.loads(resp.read())
 
 
-def _stream(clients, jpegs, want: int = 3) -> list[list]:
-    """Send every client the frames, 4 a second, until each has ``want`` replies (or 20 s)."""
+def _stream(clients, jpegs, want: int = 3, first_id: int = 0, own_only: bool = False, statuses=None) -> list[list]:
+    """Send every client the frames, 4 a second, until each has ``want`` replies - drawn with
+    their own pose, with ``own_only`` - or 20 s; status messages go to ``statuses``."""
     replies: list[list] = [[] for _ in clients]
+
+    def counted(r: list) -> int:
+        return sum(h.pose_source == "own" for h in r) if own_only else len(r)
+
     end = time.monotonic() + 20
     i = 0
-    while time.monotonic() < end and min(len(r) for r in replies) < want:
+    while time.monotonic() < end and min(counted(r) for r in replies) < want:
         for ws in clients:
-            ws.send(pack_frame(i, time.time() * 1000, jpegs[i % len(jpegs)]))
+            ws.send(pack_frame(first_id + i, time.time() * 1000, jpegs[i % len(jpegs)]))
         i += 1
         time.sleep(0.25)
         for k, ws in enumerate(clients):
             while (msg := ws.receive(timeout=0.01)) is not None:
                 if isinstance(msg, bytes):
                     replies[k].append(parse_reply(msg)[0])
+                elif statuses is not None and json.loads(msg).get("type") == "status":
+                    statuses.append(json.loads(msg))
     return replies
 
 
@@ -397,24 +404,8 @@ def test_a_lost_engine_process_hands_its_clients_to_the_other(video_jpegs):
         assert all(len(r) >= 3 for r in _stream([a, b], small))
         assert _wait(lambda: [e["clients"] for e in engines()] == [1, 1] and all(e.get("pid") for e in engines()))
         os.kill(engines()[1]["pid"], signal.SIGKILL)
-        statuses = []
-
-        def stream_b() -> list:
-            replies = []
-            end = time.monotonic() + 20
-            i = 0
-            while time.monotonic() < end and sum(h.pose_source == "own" for h in replies) < 3:
-                b.send(pack_frame(1000 + i, time.time() * 1000, small[i % len(small)]))
-                i += 1
-                time.sleep(0.25)
-                while (msg := b.receive(timeout=0.01)) is not None:
-                    if isinstance(msg, bytes):
-                        replies.append(parse_reply(msg)[0])
-                    elif json.loads(msg).get("type") == "status":
-                        statuses.append(json.loads(msg))
-            return replies
-
-        after = stream_b()
+        statuses: list[dict] = []
+        (after,) = _stream([b], small, first_id=1000, own_only=True, statuses=statuses)
         assert sum(h.pose_source == "own" for h in after) >= 3, [h.pose_source for h in after]
         assert _wait(lambda: [e["clients"] for e in engines()][0] == 2)  # both now on engine 0
         assert any(s["pose"] == "degraded" and "1 of 2 engine processes gone" in s["message"] for s in statuses)
