@@ -51,7 +51,7 @@ DILATE = 1.0
 
 @dataclass
 class _Warp:
-    """One mesh layer of one garment on one frame: skinned on the device from its rig."""
+    """One mesh layer of one garment on one frame: skinned from its rig."""
 
     frame: int
     annotator: GarmentAnnotator
@@ -92,12 +92,14 @@ class _GarmentCache:
 
 @dataclass
 class _Mesh:
-    """A garment's mesh on the device, uploaded once."""
+    """A garment's mesh as the host skins it, made once: the skinning and the triangles' corners
+    are a few hundred vertices a body, cheap in NumPy - and on the host their bounds (the box and
+    window the rasteriser needs) are known without waiting for the GPU."""
 
-    vertices: torch.Tensor  # (N, 3) homogeneous garment pixels
-    weights: torch.Tensor  # (P, N) part weights
-    layers: list[torch.Tensor]  # (T, 3) triangles per layer
-    corners: list[torch.Tensor]  # (T, 3, 2) each layer's triangles in garment pixels (pyramid level 0)
+    vertices: np.ndarray  # (3, N) float32 homogeneous garment pixels, one column a vertex
+    weights: np.ndarray  # (P, N) float32 part weights
+    layers: list[np.ndarray]  # (T, 3) triangles per layer
+    corners: list[np.ndarray]  # (T, 3, 2) float32 each layer's triangles in garment pixels (pyramid level 0)
 
 
 _RESTORE = "restore"
@@ -363,31 +365,30 @@ class BatchRenderer:
         return self._meshes.get(annotator, id(annotator), lambda: self._build_mesh(annotator))
 
     def _build_mesh(self, annotator: GarmentAnnotator) -> _Mesh:
-        mesh, dev = annotator.mesh, self.device
+        mesh = annotator.mesh
         v = np.concatenate([mesh.vertices, np.ones((len(mesh.vertices), 1))], axis=1)
-        layers = [t for _, t in annotator.layers]
-        built = _Mesh(
-            torch.from_numpy(v.astype(np.float32)).to(dev),
-            torch.from_numpy(np.stack(list(mesh.weights.values())).astype(np.float32)).to(dev),
-            [torch.from_numpy(t.astype(np.int64)).to(dev) for t in layers],
-            [torch.from_numpy(mesh.vertices[t].astype(np.float32)).to(dev) for t in layers],
+        layers = [np.ascontiguousarray(t, dtype=np.int64) for _, t in annotator.layers]
+        return _Mesh(
+            np.ascontiguousarray(v.T, dtype=np.float32),
+            np.stack(list(mesh.weights.values())).astype(np.float32),
+            layers,
+            [mesh.vertices[t].astype(np.float32) for t in layers],
         )
-        shared(built.vertices)  # one wait covers every tensor above: they share the stream
-        return built
 
-    def _skin(self, rigs: list[tuple[GarmentAnnotator, np.ndarray]]) -> dict[int, torch.Tensor]:
-        """Frame-pixel vertices of every rig, blended from its part transforms on the device:
-        {id(annotator): (R, N, 2)}, rows in the order the rigs of that garment were listed."""
+    def _skin(self, rigs: list[tuple[GarmentAnnotator, np.ndarray]]) -> dict[int, np.ndarray]:
+        """Frame-pixel vertices of every rig, blended from its part transforms, on the host:
+        {id(annotator): (R, N, 2) float32}, rows in the order the rigs of that garment were
+        listed. Why not on the GPU: its upload and the bounds read back were two waits for the
+        device in every render (``_warp_all``)."""
         by_garment: dict[int, list] = {}
         for ann, matrices in rigs:
             by_garment.setdefault(id(ann), [ann, []])[1].append(matrices)
         out = {}
         for key, (ann, mats) in by_garment.items():
             m = self._mesh(ann)
-            H = torch.from_numpy(np.stack(mats).astype(np.float32)).to(self.device)  # (R, P, 3, 3)
-            hv = torch.einsum("rpij,nj->rpni", H, m.vertices)  # (R, P, N, 3)
-            pos = hv[..., :2] / hv[..., 2:3]
-            out[key] = torch.einsum("pn,rpnk->rnk", m.weights, pos)
+            hv = np.stack(mats).astype(np.float32) @ m.vertices  # (R, P, 3, N)
+            pos = hv[:, :, :2] / hv[:, :, 2:3]  # (R, P, 2, N)
+            out[key] = np.einsum("pn,rpkn->rnk", m.weights, pos)
         return out
 
     def warm_up(self, shape: tuple[int, int] = (720, 1280), batches: Sequence[int] = (1, 2, 3, 4)) -> None:
@@ -540,7 +541,7 @@ class BatchRenderer:
         mask = self._steps.capsules(s, int(y1 - y0), int(x1 - x0))  # (B, 1, bh, bw)
         for f, pose in enumerate(poses):  # cut to the person's silhouette where the backend gave one
             if segments[f] and pose.mask is not None:
-                pm = torch.as_tensor(pose.mask, dtype=torch.float32, device=self.device)[None, None]
+                pm = torch.from_numpy(np.asarray(pose.mask, np.float32)).to(self.device, non_blocking=True)[None, None]
                 full = F.interpolate(pm, size=(h, w), mode="bilinear")[0]
                 mask[f] = torch.minimum(mask[f], full[:, y0:y1, x0:x1])
         return mask, (int(x0), int(y0))
@@ -557,58 +558,43 @@ class BatchRenderer:
         groups: dict[tuple[int, int], list[int]] = {}
         for i, j in enumerate(warps):
             groups.setdefault((id(j.annotator), j.layer), []).append(i)
-        # Every group's indices go up in one copy (small host-to-device copies each cost a
-        # synchronous round trip; a render used to make ~20 of them): per warp its rig row and
-        # texture scale, per triangle the warp it belongs to.
-        order = [i for idx in groups.values() for i in idx]
-        owners = np.concatenate(
-            [
-                np.repeat(idx, len(self._mesh(warps[idx[0]].annotator).layers[layer]))
-                for (_, layer), idx in groups.items()
-            ]
-        )
-        meta = np.concatenate([[warps[i].rig for i in order], [2.0 ** -warps[i].level for i in order], owners]).astype(
-            np.float32
-        )
-        meta_d = torch.from_numpy(meta).to(self.device, non_blocking=True)
-        rows_d, scale_d, owner = (
-            meta_d[: len(order)].long(),
-            meta_d[len(order) : 2 * len(order)],
-            meta_d[2 * len(order) :],
-        )
-        tri_dst, tri_src = [], []
-        start = 0
+        # Every warp's triangles, in frame pixels (dst) and texture pixels (src), and the warp
+        # each belongs to, made on the host and uploaded in one copy - no wait for the device.
+        tri_dst, tri_src, owners = [], [], []
         for (key, layer), idx in groups.items():
             m = self._mesh(warps[idx[0]].annotator)
-            sl = slice(start, start + len(idx))
-            start += len(idx)
-            dst = skinned[key].index_select(0, rows_d[sl])  # (J, N, 2)
-            tri_dst.append(dst[:, m.layers[layer]].flatten(0, 1))  # (J * T, 3, 2)
-            tri_src.append((m.corners[layer][None] * scale_d[sl, None, None, None]).flatten(0, 1))
-        tris_all = torch.cat(tri_dst)
+            rows = [warps[i].rig for i in idx]
+            tri_dst.append(skinned[key][rows][:, m.layers[layer]].reshape(-1, 3, 2))  # (J * T, 3, 2)
+            scale = np.array([2.0 ** -warps[i].level for i in idx], np.float32)
+            tri_src.append((m.corners[layer][None] * scale[:, None, None, None]).reshape(-1, 3, 2))
+            owners.append(np.repeat(np.asarray(idx, np.float32), len(m.layers[layer])))
+        dst_h = np.concatenate(tri_dst)
+        if not np.isfinite(dst_h).all():
+            return None
         # The largest triangle's extent on the coarse grid bounds the window every triangle
         # tests: the grid's origin is a multiple of the step, so floor/ceil of p / step give it
-        # without knowing the box - and one host sync brings back both.
-        t_lo, t_hi = tris_all.amin(dim=1), tris_all.amax(dim=1)  # (T, 2) each triangle's box
-        span = ((t_hi / s).ceil() - (t_lo / s).floor()).amax()
-        lo_hi = torch.cat([t_lo.amin(dim=0), t_hi.amax(dim=0), span.view(1)]).cpu().numpy()
-        if not np.isfinite(lo_hi).all():
-            return None
+        # without knowing the box.
+        t_lo, t_hi = dst_h.min(axis=1), dst_h.max(axis=1)  # (T, 2) each triangle's box
+        span = float((np.ceil(t_hi / s) - np.floor(t_lo / s)).max())
         # The coarse grid sits on the frame's lattice (multiples of the step), whatever the batch's
         # box: a frame renders the same alone or in any batch.
-        x0, y0 = max(int(np.floor(lo_hi[0])) // s * s, 0), max(int(np.floor(lo_hi[1])) // s * s, 0)
-        x1, y1 = min(int(np.ceil(lo_hi[2])) + 1, w), min(int(np.ceil(lo_hi[3])) + 1, h)
+        lo, hi = t_lo.min(axis=0), t_hi.max(axis=0)
+        x0, y0 = max(int(np.floor(lo[0])) // s * s, 0), max(int(np.floor(lo[1])) // s * s, 0)
+        x1, y1 = min(int(np.ceil(hi[0])) + 1, w), min(int(np.ceil(hi[1])) + 1, h)
         if x1 <= x0 or y1 <= y0:
             return None
         bw, bh = x1 - x0, y1 - y0
         gw, gh = (bw + s - 1) // s + 1, (bh + s - 1) // s + 1
-        coarse = tris_all
-        coarse[..., 0] -= x0
-        coarse[..., 1] -= y0
-        coarse /= s
+        coarse = (dst_h - np.array([x0, y0], np.float32)) / np.float32(s)
+        n_tri = len(coarse)
+        up = np.concatenate([coarse.reshape(-1), np.concatenate(tri_src).reshape(-1), np.concatenate(owners)])
+        up_d = torch.from_numpy(up).to(self.device, non_blocking=True)
+        coarse_d = up_d[: n_tri * 6].view(n_tri, 3, 2)
+        src_d = up_d[n_tri * 6 : n_tri * 12].view(n_tri, 3, 2)
+        owner = up_d[n_tri * 12 :].long()
         # + 1 for the end pixel, + 1 for rounding at a cell border, and the dilation both ways.
-        window = min(int(lo_hi[4]) + 2 + 2 * math.ceil(DILATE), max(gw, gh))
-        maps = self._rasterise(len(warps), torch.cat(tri_src), coarse, owner.long(), (gw, gh), window)
+        window = min(int(span) + 2 + 2 * math.ceil(DILATE), max(gw, gh))
+        maps = self._rasterise(len(warps), src_d, coarse_d, owner, (gw, gh), window)
         if s > 1:  # coarse point j sits at full pixel j * s: align_corners on a grid of (g-1)*s+1
             maps = F.interpolate(maps, size=((gh - 1) * s + 1, (gw - 1) * s + 1), mode="bilinear", align_corners=True)
         maps = maps[:, :, :bh, :bw]
