@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--gpu-jpeg", default="auto", choices=["auto", "nvimgcodec", "torchvision"])
     ap.add_argument("--render-compile", action="store_true", help="the renderer through torch.compile")
+    ap.add_argument("--host-profile", help="append each stage's operations by host time (torch.profiler) to this file")
     ap.add_argument("--video", default=str(VIDEO), help="the frames' video (default: the shared fixture)")
     args = ap.parse_args()
     jpegs = load_frames(args.video, (1280, 720), 80, 64)
@@ -85,14 +86,36 @@ def main() -> None:
             ("encode", lambda: encode_batch(list(out), [80] * b, args.gpu_jpeg)),  # noqa: B023
         ):
             torch.cuda.synchronize()
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            activities = [torch.profiler.ProfilerActivity.CUDA]
+            if args.host_profile:
+                activities.append(torch.profiler.ProfilerActivity.CPU)
+            with torch.profiler.profile(activities=activities) as prof:
                 t0 = time.perf_counter()
                 fn()
                 host_ms = (time.perf_counter() - t0) * 1000
                 torch.cuda.synchronize()
             events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
             gpu[name] = (events, host_ms)
+            if args.host_profile:  # where the host's time goes: the operations by their own CPU time
+                table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18, max_name_column_width=48)
+                with open(args.host_profile, "a") as f:
+                    f.write(f"\n## {name}, batch {b}\n{table}\n")
         kernels = gpu["render"][0]
+        if args.host_profile:  # and the render's Python, function by function
+            import cProfile
+            import io
+            import pstats
+
+            pr = cProfile.Profile()
+            pr.enable()
+            for _ in range(5):
+                renderer.render(frames, timed_kp, [look] * b)
+            torch.cuda.synchronize()
+            pr.disable()
+            text = io.StringIO()
+            pstats.Stats(pr, stream=text).sort_stats("tottime").print_stats(25)
+            with open(args.host_profile, "a") as f:
+                f.write(f"\n## render (cProfile, 5 renders), batch {b}\n{text.getvalue()}\n")
         if eager is not None:  # compiled against eager, same batch: the largest difference in levels
             diff = (out.int() - eager.render(frames, timed_kp, [look] * b).int()).abs()
             differ = {
