@@ -75,6 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         gil_switch_ms=args.gil_switch_ms,
         gpu_jpeg=args.gpu_jpeg,
         render_compile=args.render_compile,
+        cuda_wait=args.cuda_wait,
         transport_only=args.transport_only,
         pose_random_weights=args.random_weights,
         pose_stand_in=args.pose_stand_in,
@@ -267,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "nvimgcodec", "torchvision"],
         help="JPEG on CUDA (--render batched): nvImageCodec (4:2:0 output; the gpu-jpeg "
         "extra) or torchvision's nvJPEG (auto: nvImageCodec where installed, in one process)",
+    )
+    s.add_argument(
+        "--cuda-wait",
+        default="auto",
+        choices=["auto", "spin", "block"],
+        help="how threads waiting for the GPU wait: spin on a core, or sleep until woken (auto: CUDA's choice, spin)",
     )
     s.add_argument(
         "--render-compile",

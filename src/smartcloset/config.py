@@ -47,6 +47,10 @@ class ServerConfig:
     # one client's latency did not change and 64 clients gave no clear gain (docs/performance.md,
     # "Stop 13"), and it costs ~20 s of compiling at start.
     render_compile: bool = False
+    # How the threads that use the GPU wait for it (cuda_wait.py says why): "spin" holds a core
+    # per waiting thread, "block" sleeps until the driver wakes it; "auto" is CUDA's own choice,
+    # which spins on any host with more cores than CUDA contexts.
+    cuda_wait: str = "auto"
     transport_only: bool = False  # benchmarks: echo each JPEG, no decode/pose/render (transport ceiling)
     pose_random_weights: bool = False  # benchmarks: RTMPose without its checkpoint (speed only)
     engine_addresses: list[str] = field(default_factory=list)  # set by the runner: the engine processes' sockets
@@ -82,6 +86,8 @@ class ServerConfig:
             raise ValueError(f"engines must be at least 1, got {self.engines}")
         if self.gpu_jpeg not in ("auto", "nvimgcodec", "torchvision"):
             raise ValueError(f"gpu_jpeg must be auto, nvimgcodec or torchvision, got {self.gpu_jpeg!r}")
+        if self.cuda_wait not in ("auto", "spin", "block"):
+            raise ValueError(f"cuda_wait must be auto, spin or block, got {self.cuda_wait!r}")
         if self.batch_inflight < 0:
             raise ValueError(f"batch_inflight must be 0 (the backend's default) or more, got {self.batch_inflight}")
 

@@ -177,6 +177,7 @@ def run_engine_process(config_values: dict, address: str, authkey_hex: str) -> N
     """The engine process's main: build the backend and engine, then serve server processes."""
     from .closet.store import Closet
     from .config import ServerConfig
+    from .cuda_wait import set_cuda_wait
     from .pose.timeline import KeypointTimeline
     from .render.annotators import GarmentAnnotator
     from .server.pipeline import backend_factory, build_engine
@@ -186,6 +187,7 @@ def run_engine_process(config_values: dict, address: str, authkey_hex: str) -> N
     )
     config = ServerConfig.from_mapping(dict(config_values, engine_addresses=[], engine_authkeys=[]))
     factory = backend_factory(config)
+    set_cuda_wait(config.cuda_wait)  # before the backend makes this process's CUDA context
     engine = build_engine(config, factory(), factory)
     engine.on_device_lost = _end_process
     if config.engines > 1 and engine.device.type == "cuda" and not mps_running():

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from ..closet.store import Closet
 from ..codec import ImageLimits
 from ..config import ServerConfig
+from ..cuda_wait import set_cuda_wait
 from ..pose.backend import PoseBackend, create_backend
 from ..pose.worker import BatchConfig, FaultPolicy, PoseWorker
 from ..render.annotators import GarmentAnnotator
@@ -35,6 +36,7 @@ class Pipeline:
         factory = None  # rebuilds the backend when the worker restarts it (a test's instance is reused)
         if backend is None and not config.engine_addresses:
             factory = backend_factory(config)
+            set_cuda_wait(config.cuda_wait)  # before the backend makes this process's CUDA context
             backend = factory()
         limits = image_limits(config)
         if config.engine_addresses:  # --render batched --processes N / --engines K: the engine processes
