@@ -560,25 +560,30 @@ class BatchRenderer:
             groups.setdefault((id(j.annotator), j.layer), []).append(i)
         # Every warp's triangles, in frame pixels (dst) and texture pixels (src), and the warp
         # each belongs to, made on the host and uploaded in one copy - no wait for the device.
-        tri_dst, tri_src, owners = [], [], []
+        tri_dst, tri_src, owners, lows, highs = [], [], [], [], []
         for (key, layer), idx in groups.items():
             m = self._mesh(warps[idx[0]].annotator)
-            rows = [warps[i].rig for i in idx]
-            tri_dst.append(skinned[key][rows][:, m.layers[layer]].reshape(-1, 3, 2))  # (J * T, 3, 2)
+            # (J, 3, T, 2): corner k of every triangle side by side, so that the bounds below are
+            # a few whole-array operations (NumPy's reductions over a short axis are slow).
+            corners = np.take(skinned[key][[warps[i].rig for i in idx]], m.layers[layer].T, axis=1)
+            lows.append(np.minimum(np.minimum(corners[:, 0], corners[:, 1]), corners[:, 2]).reshape(-1, 2))
+            highs.append(np.maximum(np.maximum(corners[:, 0], corners[:, 1]), corners[:, 2]).reshape(-1, 2))
+            tri_dst.append(corners.transpose(0, 2, 1, 3).reshape(-1, 3, 2))  # (J * T, 3, 2)
             scale = np.array([2.0 ** -warps[i].level for i in idx], np.float32)
             tri_src.append((m.corners[layer][None] * scale[:, None, None, None]).reshape(-1, 3, 2))
             owners.append(np.repeat(np.asarray(idx, np.float32), len(m.layers[layer])))
-        dst_h = np.concatenate(tri_dst)
-        if not np.isfinite(dst_h).all():
+        t_lo, t_hi = np.concatenate(lows), np.concatenate(highs)  # (T, 2) each triangle's box
+        if not (np.isfinite(t_lo).all() and np.isfinite(t_hi).all()):
             return None
+        dst_h = np.concatenate(tri_dst)
         # The largest triangle's extent on the coarse grid bounds the window every triangle
         # tests: the grid's origin is a multiple of the step, so floor/ceil of p / step give it
         # without knowing the box.
-        t_lo, t_hi = dst_h.min(axis=1), dst_h.max(axis=1)  # (T, 2) each triangle's box
         span = float((np.ceil(t_hi / s) - np.floor(t_lo / s)).max())
+        lo = (float(t_lo[:, 0].min()), float(t_lo[:, 1].min()))
+        hi = (float(t_hi[:, 0].max()), float(t_hi[:, 1].max()))
         # The coarse grid sits on the frame's lattice (multiples of the step), whatever the batch's
         # box: a frame renders the same alone or in any batch.
-        lo, hi = t_lo.min(axis=0), t_hi.max(axis=0)
         x0, y0 = max(int(np.floor(lo[0])) // s * s, 0), max(int(np.floor(lo[1])) // s * s, 0)
         x1, y1 = min(int(np.ceil(hi[0])) + 1, w), min(int(np.ceil(hi[1])) + 1, h)
         if x1 <= x0 or y1 <= y0:
