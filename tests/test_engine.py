@@ -382,10 +382,11 @@ def test_one_process_spreads_its_clients_over_two_engine_processes(video_jpegs):
         stop_server(proc)
 
 
-def test_a_lost_engine_process_hands_its_clients_to_the_other(video_jpegs):
+def test_a_lost_engine_process_hands_its_clients_to_the_other_and_comes_back(video_jpegs):
     """Two engine processes; the one serving client b dies (as one whose GPU context is lost
     ends itself). b keeps getting frames drawn with its own pose, now from the other engine;
-    clients are told the pose path is degraded, and /healthz asks for a restart."""
+    clients are told the pose path is degraded, and /healthz says 503. The master starts the
+    engine again: /healthz is 200 again and a new client is drawn by the restarted engine."""
     import os
     import signal
     import urllib.error
@@ -403,7 +404,8 @@ def test_a_lost_engine_process_hands_its_clients_to_the_other(video_jpegs):
         a, b = connect(), connect()  # a on engine 0, b on engine 1
         assert all(len(r) >= 3 for r in _stream([a, b], small))
         assert _wait(lambda: [e["clients"] for e in engines()] == [1, 1] and all(e.get("pid") for e in engines()))
-        os.kill(engines()[1]["pid"], signal.SIGKILL)
+        killed = engines()[1]["pid"]
+        os.kill(killed, signal.SIGKILL)
         statuses: list[dict] = []
         (after,) = _stream([b], small, first_id=1000, own_only=True, statuses=statuses)
         assert sum(h.pose_source == "own" for h in after) >= 3, [h.pose_source for h in after]
@@ -412,7 +414,19 @@ def test_a_lost_engine_process_hands_its_clients_to_the_other(video_jpegs):
         with pytest.raises(urllib.error.HTTPError) as down:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
         assert down.value.code == 503
-        for ws in (a, b):
+
+        def healthy() -> bool:
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status == 200
+            except urllib.error.HTTPError:
+                return False
+
+        assert _wait(lambda: engines()[1].get("pid") not in (None, killed) and healthy(), timeout=120)
+        c = connect()  # engine 0 has a and b: c goes to the restarted engine 1
+        (from_c,) = _stream([c], small, own_only=True)
+        assert sum(h.pose_source == "own" for h in from_c) >= 3, [h.pose_source for h in from_c]
+        assert _wait(lambda: [e["clients"] for e in engines()] == [2, 1]), engines()
+        for ws in (a, b, c):
             ws.close()
     finally:
         stop_server(proc)

@@ -20,12 +20,16 @@ One engine process is in turn bound by its own host Python (the GPU 15-30 % busy
 ``--engines K`` runs K of them: every server process connects to all K (``EngineGroup``) and
 gives each new client to the one with the fewest of its clients. An engine process whose GPU
 context is lost (a device-side assert: nothing in it can use the GPU again) ends itself
-(``EXIT_GPU_LOST``); each server process then moves that engine's clients to the live ones.
+(``EXIT_GPU_LOST``); each server process then moves that engine's clients to the live ones. The
+serving master starts an engine process that exited again, at the same address with the same
+key (``EngineKeeper``), and the server processes link up with it once it listens (``EngineGroup``):
+the server heals without a restart.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import json
 import logging
@@ -279,18 +283,28 @@ def _serve_link(conn: Connection, number: int, engine, annotator, timeline_cls) 
         log.info("engine: server process link %d closed (%d clients)", number, len(sinks))
 
 
-def start_engine_process(config_values: dict, timeout_s: float = 300.0) -> tuple[str, str, subprocess.Popen]:
-    """Start an engine process; returns (address, authkey hex, process) once it accepts.
+def start_engine_process(
+    config_values: dict,
+    timeout_s: float = 300.0,
+    address: str | None = None,
+    authkey: str | None = None,
+    stop_at_exit: bool = True,
+) -> tuple[str, str, subprocess.Popen]:
+    """Start an engine process; returns (address, authkey hex, process) once it accepts. Given
+    an ``address`` and ``authkey``, at those (a restart: the server processes know them).
 
     A plain child process (not ``multiprocessing``): the server processes that gunicorn forks
     afterwards must not inherit it as a multiprocessing child they would try to join. The
     settings and the key travel in its environment, never on its command line.
     """
-    address = os.path.join(tempfile.mkdtemp(prefix="smartcloset-"), "engine.sock")
-    authkey = secrets.token_hex(16)
+    address = address or os.path.join(tempfile.mkdtemp(prefix="smartcloset-"), "engine.sock")
+    authkey = authkey or secrets.token_hex(16)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(address)  # a dead engine's socket file: the new one listens there
     env = dict(os.environ, SMARTCLOSET_ENGINE_CONFIG=json.dumps(config_values), SMARTCLOSET_ENGINE_KEY=authkey)
     proc = subprocess.Popen([sys.executable, "-m", "smartcloset.engine_ipc", address], env=env)
-    atexit.register(_stop_process, proc)
+    if stop_at_exit:
+        atexit.register(_stop_process, proc)
     deadline = time.monotonic() + timeout_s
     while not os.path.exists(address):
         if proc.poll() is not None:
@@ -300,6 +314,83 @@ def start_engine_process(config_values: dict, timeout_s: float = 300.0) -> tuple
             raise RuntimeError(f"the engine process was not ready after {timeout_s:.0f} s")
         time.sleep(0.1)
     return address, authkey, proc
+
+
+class EngineKeeper:
+    """The serving master's watch over its engine processes: one that exits - its GPU context
+    lost (``EXIT_GPU_LOST``), killed, crashed - is started again at its address with its key,
+    after a pause that doubles while restarts come quickly one after another (up to
+    ``backoff_max_s``; a run of ``healthy_after_s`` resets it). Why: until then its clients crowd
+    onto the other engines and /healthz says 503; a fresh process gets a fresh CUDA context,
+    which is all a lost one needs when the GPU itself is sound.
+
+    Only the process that made it acts (gunicorn's workers are forked from the master and
+    inherit its exit hooks)."""
+
+    def __init__(
+        self,
+        config_values: dict,
+        started: list[tuple[str, str, subprocess.Popen]],
+        backoff_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        healthy_after_s: float = 300.0,
+    ) -> None:
+        self._values = config_values
+        self._engines = [list(e) for e in started]  # [address, key, process]
+        self._backoff = (backoff_s, backoff_max_s, healthy_after_s)
+        self._owner = os.getpid()
+        self._stop = threading.Event()
+        self.restarts = [0] * len(started)
+
+    def start(self) -> EngineKeeper:
+        for i in range(len(self._engines)):
+            threading.Thread(target=self._watch, args=(i,), name=f"engine-keeper-{i}", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if os.getpid() != self._owner:
+            return
+        self._stop.set()
+        for _, _, proc in self._engines:
+            _stop_process(proc)
+
+    def process(self, index: int) -> subprocess.Popen:
+        return self._engines[index][2]
+
+    def _watch(self, index: int) -> None:
+        first, most, healthy = self._backoff
+        pause = first
+        while not self._stop.is_set():
+            address, key, proc = self._engines[index]
+            began = time.monotonic()
+            while proc.poll() is None:
+                if self._stop.wait(0.5):
+                    return
+            if self._stop.is_set():
+                return
+            pause = first if time.monotonic() - began >= healthy else pause
+            log.error(
+                "engine process %d (engine %d) exited with status %s: starting it again in %.0f s",
+                proc.pid,
+                index,
+                proc.returncode,
+                pause,
+            )
+            while not self._stop.wait(pause):
+                try:
+                    _, _, proc = start_engine_process(self._values, address=address, authkey=key, stop_at_exit=False)
+                except Exception as exc:  # it failed to start: again, later
+                    pause = min(pause * 2, most)
+                    log.error("engine %d did not start again (%s): next try in %.0f s", index, exc, pause)
+                    continue
+                if self._stop.is_set():  # the server stopped while it started
+                    _stop_process(proc)
+                    return
+                self._engines[index][2] = proc
+                self.restarts[index] += 1
+                log.warning("engine %d started again (process %d, restart %d)", index, proc.pid, self.restarts[index])
+                pause = min(pause * 2, most)
+                break
 
 
 def _stop_process(proc: subprocess.Popen) -> None:
@@ -470,19 +561,29 @@ class EngineGroup:
 
     batched = True
 
-    def __init__(self, engines: list[RemoteEngine]) -> None:
+    def __init__(
+        self,
+        engines: list[RemoteEngine],
+        addresses: list[tuple[str, str]] | None = None,
+        stats_interval_s: float = 1.0,
+        retry_s: float = 1.0,
+    ) -> None:
         if not engines:
             raise ValueError("an engine group needs at least one engine")
         self.engines = engines
         self.backend = engines[0].backend
         self._of: dict[Hashable, RemoteEngine] = {}  # client -> its engine
         self._lock = threading.Lock()
+        self._addresses = addresses  # (address, key) per engine: where a restarted one listens
+        self._interval, self._retry_s = stats_interval_s, retry_s
+        self._stopping = threading.Event()
         for e in engines:
             e.on_closed = functools.partial(self._failover, e)
 
     @classmethod
     def connect(cls, addresses: list[str], authkeys: list[str], stats_interval_s: float = 1.0) -> EngineGroup:
-        return cls([RemoteEngine(a, k, stats_interval_s) for a, k in zip(addresses, authkeys, strict=True)])
+        pairs = list(zip(addresses, authkeys, strict=True))
+        return cls([RemoteEngine(a, k, stats_interval_s) for a, k in pairs], pairs, stats_interval_s)
 
     def start(self) -> EngineGroup:
         return self
@@ -505,26 +606,58 @@ class EngineGroup:
                 engine.unregister(client)
 
     def _failover(self, dead: RemoteEngine) -> None:
-        """``dead``'s process is gone: its clients go on with the live engines."""
+        """``dead``'s process is gone: its clients go on with the live engines (with none left,
+        they wait for it), and this process links up with it again once it is back."""
         with self._lock:
+            if dead not in self.engines:  # already replaced
+                return
+            index = self.engines.index(dead)
             moved = [c for c, e in self._of.items() if e is dead]
             live = [e for e in self.engines if e.alive]
-            if not live:
-                log.error("every engine process is gone: %d client(s) get no more frames", len(moved))
-                return
-            for client in moved:
-                sink = dead.sink_of(client)
-                dead.unregister(client)
-                engine = min(live, key=lambda e: e.client_count)
-                self._of[client] = engine
-                engine.register(client, sink=sink)
-        if moved:
+            if live:
+                for client in moved:
+                    self._move(client, dead, min(live, key=lambda e: e.client_count))
+        if not live:
+            log.error("every engine process is gone: %d client(s) get no frames until one is back", len(moved))
+        elif moved:
             log.warning(
-                "engine %d is gone: its %d client(s) moved to the %d live engine(s)",
-                self.engines.index(dead),
-                len(moved),
-                len(live),
+                "engine %d is gone: its %d client(s) moved to the %d live engine(s)", index, len(moved), len(live)
             )
+        if self._addresses is not None and not self._stopping.is_set():
+            threading.Thread(
+                target=self._relink, args=(index, dead), name=f"engine-relink-{index}", daemon=True
+            ).start()
+
+    def _move(self, client: Hashable, old: RemoteEngine, new: RemoteEngine) -> None:
+        sink = old.sink_of(client)
+        old.unregister(client)
+        self._of[client] = new
+        new.register(client, sink=sink)
+
+    def _relink(self, index: int, dead: RemoteEngine) -> None:
+        """Link up again with engine ``index`` once its process listens again (the master's
+        ``EngineKeeper`` restarts it). New clients go to it; the moved ones stay where they are,
+        and clients left with no engine at all come back on it."""
+        address, key = self._addresses[index]  # type: ignore[index]
+        while not self._stopping.wait(self._retry_s):
+            try:
+                engine = RemoteEngine(address, key, self._interval)
+            except Exception:  # not listening yet (no socket file, refused), or it died starting
+                continue
+            with self._lock:
+                if self._stopping.is_set() or self.engines[index] is not dead:
+                    engine.stop()
+                    return
+                engine.on_closed = functools.partial(self._failover, engine)
+                self.engines[index] = engine
+                stranded = [c for c, e in self._of.items() if not e.alive]
+                for client in stranded:
+                    self._move(client, self._of[client], engine)
+            dead.stop()
+            log.warning(
+                "engine %d is back: new clients go to it again (%d waiting client(s) with it)", index, len(stranded)
+            )
+            return
 
     def submit(self, client: Hashable, frame: ClientFrame) -> None:
         engine = self._of.get(client)
@@ -574,6 +707,7 @@ class EngineGroup:
         return len(self._of)
 
     def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
         for engine in self.engines:
             engine.stop(timeout)
 

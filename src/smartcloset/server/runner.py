@@ -13,6 +13,7 @@ the GPU work moves to K engine processes that every worker shares (engine_ipc.py
 
 from __future__ import annotations
 
+import atexit
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -73,10 +74,11 @@ def serve(config: ServerConfig, log_level: str = "info") -> None:
     _Gunicorn(overrides, options).run()
 
 
-def _start_engines(config: ServerConfig) -> None:
+def _start_engines(config: ServerConfig):
     """Start ``config.engines`` engine processes that hold the GPU for every server process
-    (engine_ipc.py says why), and give the workers their addresses and keys."""
-    from ..engine_ipc import start_engine_process
+    (engine_ipc.py says why), give the workers their addresses and keys, and keep them running
+    (``EngineKeeper``: one that exits is started again)."""
+    from ..engine_ipc import EngineKeeper, start_engine_process
 
     values = config.to_dict()
     with ThreadPoolExecutor(config.engine_processes) as pool:  # side by side: each warms up (or compiles) for a while
@@ -85,6 +87,9 @@ def _start_engines(config: ServerConfig) -> None:
     config.engine_authkeys = [key for _, key, _ in started]
     for address, _, proc in started:
         log.info("engine process %d ready at %s", proc.pid, address)
+    keeper = EngineKeeper(values, started)
+    atexit.register(keeper.stop)
+    return keeper.start()
 
 
 def _worker_exited(server, worker) -> None:
