@@ -698,8 +698,9 @@ class EngineGroup:
 
     @property
     def alive(self) -> bool:
-        """False once any engine process is gone: /healthz then answers 503, so that an operator
-        (or an orchestrator) restarts the server while the live engines carry its clients."""
+        """False while any engine process is gone: /healthz answers 503 until the master has
+        started it again and this process has linked up with it (the live engines carry its
+        clients meanwhile)."""
         return all(e.alive for e in self.engines)
 
     @property
