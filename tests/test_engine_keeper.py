@@ -7,20 +7,13 @@ import subprocess
 import sys
 import time
 
+from test_worker import wait_until
+
 from smartcloset import engine_ipc
 
 
 def _sleeper(seconds: float) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
-
-
-def _wait(pred, timeout: float = 20.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_an_exited_engine_is_started_again_where_the_server_processes_look(monkeypatch):
@@ -42,7 +35,7 @@ def test_an_exited_engine_is_started_again_where_the_server_processes_look(monke
     t0 = time.monotonic()
     keeper.start()
     try:
-        assert _wait(lambda: keeper.restarts[0] == 1)
+        assert wait_until(lambda: keeper.restarts[0] == 1, timeout=20)
         assert keeper.restarts == [1, 0]  # the running one is left alone
         assert [c[:3] for c in calls] == [("/tmp/a.sock", "k0", False)] * 2  # same address and key, twice
         # The first try after a pause of 0.1 s, the second after twice that.
