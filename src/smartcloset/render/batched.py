@@ -377,9 +377,10 @@ class BatchRenderer:
 
     def _skin(self, rigs: list[tuple[GarmentAnnotator, np.ndarray]]) -> dict[int, np.ndarray]:
         """Frame-pixel vertices of every rig, blended from its part transforms, on the host:
-        {id(annotator): (R, N, 2) float32}, rows in the order the rigs of that garment were
-        listed. Why not on the GPU: its upload and the bounds read back were two waits for the
-        device in every render (``_warp_all``)."""
+        {id(annotator): (R, 2, N) float32 - x and y planes}, rows in the order the rigs of that
+        garment were listed. Why not on the GPU: its upload and the bounds read back were two
+        waits for the device in every render (``_warp_all``). Planes, not (N, 2) points: NumPy
+        is slow on arrays whose last axis is that short."""
         by_garment: dict[int, list] = {}
         for ann, matrices in rigs:
             by_garment.setdefault(id(ann), [ann, []])[1].append(matrices)
@@ -388,7 +389,7 @@ class BatchRenderer:
             m = self._mesh(ann)
             hv = np.stack(mats).astype(np.float32) @ m.vertices  # (R, P, 3, N)
             pos = hv[:, :, :2] / hv[:, :, 2:3]  # (R, P, 2, N)
-            out[key] = np.einsum("pn,rpkn->rnk", m.weights, pos)
+            out[key] = np.einsum("pn,rpkn->rkn", m.weights, pos)
         return out
 
     def warm_up(self, shape: tuple[int, int] = (720, 1280), batches: Sequence[int] = (1, 2, 3, 4)) -> None:
@@ -560,28 +561,34 @@ class BatchRenderer:
             groups.setdefault((id(j.annotator), j.layer), []).append(i)
         # Every warp's triangles, in frame pixels (dst) and texture pixels (src), and the warp
         # each belongs to, made on the host and uploaded in one copy - no wait for the device.
-        tri_dst, tri_src, owners, lows, highs = [], [], [], [], []
+        # Per group, its triangles' corners as x and y planes (J, 3, T): whole-array operations.
+        corners, tri_src, owners = [], [], []
         for (key, layer), idx in groups.items():
             m = self._mesh(warps[idx[0]].annotator)
-            # (J, 3, T, 2): corner k of every triangle side by side, so that the bounds below are
-            # a few whole-array operations (NumPy's reductions over a short axis are slow).
-            corners = np.take(skinned[key][[warps[i].rig for i in idx]], m.layers[layer].T, axis=1)
-            lows.append(np.minimum(np.minimum(corners[:, 0], corners[:, 1]), corners[:, 2]).reshape(-1, 2))
-            highs.append(np.maximum(np.maximum(corners[:, 0], corners[:, 1]), corners[:, 2]).reshape(-1, 2))
-            tri_dst.append(corners.transpose(0, 2, 1, 3).reshape(-1, 3, 2))  # (J * T, 3, 2)
+            v = skinned[key][[warps[i].rig for i in idx]]  # (J, 2, N)
+            tris = m.layers[layer].T  # (3, T)
+            corners.append((np.take(v[:, 0], tris, axis=1), np.take(v[:, 1], tris, axis=1)))
             scale = np.array([2.0 ** -warps[i].level for i in idx], np.float32)
-            tri_src.append((m.corners[layer][None] * scale[:, None, None, None]).reshape(-1, 3, 2))
-            owners.append(np.repeat(np.asarray(idx, np.float32), len(m.layers[layer])))
-        t_lo, t_hi = np.concatenate(lows), np.concatenate(highs)  # (T, 2) each triangle's box
-        if not (np.isfinite(t_lo).all() and np.isfinite(t_hi).all()):
+            tri_src.append((m.corners[layer][None] * scale[:, None, None, None]).reshape(-1))
+            owners.append(np.repeat(np.asarray(idx, np.float32), tris.shape[1]))
+
+        def corner_min(a: np.ndarray) -> np.ndarray:  # (J, 3, T) -> (J, T)
+            return np.minimum(np.minimum(a[:, 0], a[:, 1]), a[:, 2])
+
+        def corner_max(a: np.ndarray) -> np.ndarray:
+            return np.maximum(np.maximum(a[:, 0], a[:, 1]), a[:, 2])
+
+        if not all(np.isfinite(xs).all() and np.isfinite(ys).all() for xs, ys in corners):
             return None
-        dst_h = np.concatenate(tri_dst)
         # The largest triangle's extent on the coarse grid bounds the window every triangle
         # tests: the grid's origin is a multiple of the step, so floor/ceil of p / step give it
         # without knowing the box.
-        span = float((np.ceil(t_hi / s) - np.floor(t_lo / s)).max())
-        lo = (float(t_lo[:, 0].min()), float(t_lo[:, 1].min()))
-        hi = (float(t_hi[:, 0].max()), float(t_hi[:, 1].max()))
+        span, lo, hi = 0.0, [math.inf, math.inf], [-math.inf, -math.inf]
+        for plane in corners:
+            for axis, a in enumerate(plane):
+                a_lo, a_hi = corner_min(a), corner_max(a)
+                span = max(span, float((np.ceil(a_hi / s) - np.floor(a_lo / s)).max()))
+                lo[axis], hi[axis] = min(lo[axis], float(a_lo.min())), max(hi[axis], float(a_hi.max()))
         # The coarse grid sits on the frame's lattice (multiples of the step), whatever the batch's
         # box: a frame renders the same alone or in any batch.
         x0, y0 = max(int(np.floor(lo[0])) // s * s, 0), max(int(np.floor(lo[1])) // s * s, 0)
@@ -590,13 +597,20 @@ class BatchRenderer:
             return None
         bw, bh = x1 - x0, y1 - y0
         gw, gh = (bw + s - 1) // s + 1, (bh + s - 1) // s + 1
-        coarse = (dst_h - np.array([x0, y0], np.float32)) / np.float32(s)
-        n_tri = len(coarse)
-        up = np.concatenate([coarse.reshape(-1), np.concatenate(tri_src).reshape(-1), np.concatenate(owners)])
+        inv = np.float32(1.0 / s)
+        planes = [((xs - np.float32(x0)) * inv, (ys - np.float32(y0)) * inv) for xs, ys in corners]
+        up = np.concatenate([p.reshape(-1) for pair in planes for p in pair] + tri_src + owners)
         up_d = torch.from_numpy(up).to(self.device, non_blocking=True)
-        coarse_d = up_d[: n_tri * 6].view(n_tri, 3, 2)
-        src_d = up_d[n_tri * 6 : n_tri * 12].view(n_tri, 3, 2)
-        owner = up_d[n_tri * 12 :].long()
+        # On the device, each group's planes become (J * T, 3, 2) triangles: one copy kernel each.
+        views, start = [], 0
+        for xs, _ in planes:
+            n = 2 * xs.size
+            views.append(up_d[start : start + n].view(2, *xs.shape).permute(1, 3, 2, 0).reshape(-1, 3, 2))
+            start += n
+        coarse_d = torch.cat(views) if len(views) > 1 else views[0]
+        n_tri = len(coarse_d)
+        src_d = up_d[start : start + n_tri * 6].view(n_tri, 3, 2)
+        owner = up_d[start + n_tri * 6 :].long()
         # + 1 for the end pixel, + 1 for rounding at a cell border, and the dilation both ways.
         window = min(int(span) + 2 + 2 * math.ceil(DILATE), max(gw, gh))
         maps = self._rasterise(len(warps), src_d, coarse_d, owner, (gw, gh), window)
