@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+from prometheus_client import REGISTRY
 from test_worker import wait_until
 
 from smartcloset import engine_ipc
@@ -32,11 +33,13 @@ def test_an_exited_engine_is_started_again_where_the_server_processes_look(monke
     keeper = engine_ipc.EngineKeeper(
         {"engines": 2}, [("/tmp/a.sock", "k0", gone), ("/tmp/b.sock", "k1", stays)], backoff_s=0.1, backoff_max_s=1.0
     )
+    restarts_before = REGISTRY.get_sample_value("smartcloset_engine_restarts_total") or 0.0
     t0 = time.monotonic()
     keeper.start()
     try:
         assert wait_until(lambda: keeper.restarts[0] == 1, timeout=20)
         assert keeper.restarts == [1, 0]  # the running one is left alone
+        assert REGISTRY.get_sample_value("smartcloset_engine_restarts_total") == restarts_before + 1
         assert [c[:3] for c in calls] == [("/tmp/a.sock", "k0", False)] * 2  # same address and key, twice
         # The first try after a pause of 0.1 s, the second after twice that.
         assert calls[0][3] - t0 >= 0.1 and calls[1][3] - calls[0][3] >= 0.2

@@ -388,6 +388,7 @@ class EngineKeeper:
                     return
                 self._engines[index][2] = proc
                 self.restarts[index] += 1
+                metrics.ENGINE_RESTARTS.inc()
                 log.warning("engine %d started again (process %d, restart %d)", index, proc.pid, self.restarts[index])
                 pause = min(pause * 2, most)
                 break

@@ -27,6 +27,7 @@ STAGE_MS = Histogram("smartcloset_stage_ms", "Time per pipeline stage (ms)", ["s
 LATENCY_MS = Histogram("smartcloset_latency_ms", "Server receive -> send per frame (ms)", buckets=_MS_BUCKETS)
 ACTIVE_CLIENTS = Gauge("smartcloset_active_clients", "Open WebSocket sessions", multiprocess_mode="livesum")
 POSE_ERRORS = Counter("smartcloset_pose_errors_total", "Pose batches that failed")
+ENGINE_RESTARTS = Counter("smartcloset_engine_restarts_total", "Engine processes started again after they exited")
 REFUSED = Counter(
     "smartcloset_refused_total", "Requests and WebSockets refused (origin, host, token, limits)", ["reason"]
 )
