@@ -423,8 +423,10 @@ def test_a_lost_engine_process_hands_its_clients_to_the_other_and_comes_back(vid
 
         assert _wait(lambda: engines()[1].get("pid") not in (None, killed) and healthy(), timeout=120)
         c = connect()  # engine 0 has a and b: c goes to the restarted engine 1
-        (from_c,) = _stream([c], small, own_only=True)
+        back: list[dict] = []
+        from_c, _ = _stream([c, b], small, first_id=2000, own_only=True, statuses=back)
         assert sum(h.pose_source == "own" for h in from_c) >= 3, [h.pose_source for h in from_c]
+        assert back and back[-1]["pose"] == "ok", back  # b is told the pose path is whole again
         assert _wait(lambda: [e["clients"] for e in engines()] == [2, 1]), engines()
         for ws in (a, b, c):
             ws.close()
