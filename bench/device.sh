@@ -7,7 +7,9 @@
 #     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
 #     Flask==3.1.3 flask-sock==0.7.0 simple-websocket==1.1.0 wsproto gunicorn==27.0.1 simplejpeg==1.9.0 \
 #     itsdangerous blinker 'werkzeug>=3.1' nvidia-nvimgcodec-cu13==0.9.0.20 nvidia-nvjpeg==13.3.2.43 py-spy
-# (one package a call), and the fixture video copied to .devshare/. Both folders are in
+#     pytest==9.0.3 pluggy iniconfig packaging pygments   (for the CUDA tests: python3 -m pytest -p no:cacheprovider ...)
+# (one package a call), and the fixture video copied to .devshare/ (for the tests, ../shared/fixtures
+# linked there on the machine: mkdir -p ../shared && ln -sfn $PWD/.devshare/fixtures ../shared/fixtures). Both folders are in
 # .git/info/exclude. MPS is started for the command (the engines' kernels then run side by side:
 # docs/performance.md, stop 11) and stopped after it.
 set -uo pipefail
