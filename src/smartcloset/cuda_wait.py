@@ -28,6 +28,24 @@ def _driver() -> ctypes.CDLL:
     return ctypes.CDLL("libcuda.so.1")
 
 
+def _started(driver=None):
+    """The CUDA driver, initialised; None where there is none or it does not start."""
+    try:
+        lib = driver if driver is not None else _driver()
+    except OSError:
+        return None
+    return lib if lib.cuInit(0) == 0 else None
+
+
+def _primary(lib, index: int) -> tuple[ctypes.c_int, int] | None:
+    """Device ``index`` and its primary context's flags; None where the driver has no such device."""
+    dev, flags, active = ctypes.c_int(0), ctypes.c_uint(0), ctypes.c_int(0)
+    if lib.cuDeviceGet(ctypes.byref(dev), index) != 0:
+        return None
+    lib.cuDevicePrimaryCtxGetState(dev, ctypes.byref(flags), ctypes.byref(active))
+    return dev, flags.value
+
+
 def set_cuda_wait(mode: str, driver=None) -> bool:
     """Make every visible GPU's primary context wait in ``mode`` (one of ``MODES``). True when
     every device took it; False, with a warning, where there is no CUDA driver or it refused
@@ -36,24 +54,19 @@ def set_cuda_wait(mode: str, driver=None) -> bool:
         raise ValueError(f"cuda_wait must be one of {sorted(MODES)}, got {mode!r}")
     if mode == "auto":
         return True
-    try:
-        lib = driver if driver is not None else _driver()
-    except OSError as exc:
-        log.warning("--cuda-wait %s: no CUDA driver here (%s); left as it is", mode, exc)
-        return False
+    lib = _started(driver)
     count = ctypes.c_int(0)
-    if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
-        log.warning("--cuda-wait %s: the CUDA driver did not start; left as it is", mode)
+    if lib is None or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        log.warning("--cuda-wait %s: no CUDA driver here, or it did not start; left as it is", mode)
         return False
     ok = True
     for index in range(count.value):
-        dev = ctypes.c_int(0)
-        flags, active = ctypes.c_uint(0), ctypes.c_int(0)
-        if lib.cuDeviceGet(ctypes.byref(dev), index) != 0:
-            ok = False
-            continue
-        lib.cuDevicePrimaryCtxGetState(dev, ctypes.byref(flags), ctypes.byref(active))
-        rc = lib.cuDevicePrimaryCtxSetFlags_v2(dev, (flags.value & ~_SCHED_MASK) | MODES[mode])
+        primary = _primary(lib, index)
+        rc = (
+            -1
+            if primary is None
+            else lib.cuDevicePrimaryCtxSetFlags_v2(primary[0], (primary[1] & ~_SCHED_MASK) | MODES[mode])
+        )
         if rc != 0:
             log.warning("--cuda-wait %s: device %d refused it (CUresult %d); left as it is", mode, index, rc)
             ok = False
@@ -64,13 +77,9 @@ def set_cuda_wait(mode: str, driver=None) -> bool:
 
 def cuda_wait_of(index: int = 0, driver=None) -> str | None:
     """The wait mode device ``index``'s primary context has (None without a driver)."""
-    try:
-        lib = driver if driver is not None else _driver()
-    except OSError:
+    lib = _started(driver)
+    primary = None if lib is None else _primary(lib, index)
+    if primary is None:
         return None
-    dev, flags, active = ctypes.c_int(0), ctypes.c_uint(0), ctypes.c_int(0)
-    if lib.cuInit(0) != 0 or lib.cuDeviceGet(ctypes.byref(dev), index) != 0:
-        return None
-    lib.cuDevicePrimaryCtxGetState(dev, ctypes.byref(flags), ctypes.byref(active))
-    value = flags.value & _SCHED_MASK
+    value = primary[1] & _SCHED_MASK
     return next((name for name, v in MODES.items() if v == value), str(value))

@@ -61,9 +61,10 @@ class _Warp:
 
 
 class _GarmentCache:
-    """Device tensors made once per garment, shared by the engine's in-flight batches (each on a
-    CUDA stream of its own): built once under a lock - ``build`` returns them ready for any
-    stream (``shared``) - and served only to the garment they were made from (an ``id`` is
+    """What is made once per garment (host meshes, device textures), shared by the engine's
+    in-flight batches (each on a CUDA stream of its own): built once under a lock - ``build``
+    returns device tensors ready for any stream (``shared``) - and served only to the garment
+    they were made from (an ``id`` is
     reused once a garment is gone). Bounded: a full cache is set aside, not freed, since a batch
     on another stream may still read its tensors and a block freed there could be handed out
     again on the stream that made it; the next eviction, ``limit`` garments later, frees it."""
@@ -131,7 +132,7 @@ def shared(t: torch.Tensor) -> torch.Tensor:
     stream has finished making it.
 
     Why: the engine renders its in-flight batches on one CUDA stream each, and the renderer's
-    caches (meshes, textures, kernels) are shared by them. A cached tensor is built by the
+    caches (textures, blur kernels) are shared by them. A cached tensor is built by the
     thread that first needs it - its upload and kernels queued on that thread's stream - and
     another thread may read it at once on its own stream, which does not wait for those:
     it would read memory not yet written (on an H200 under 64 clients, index tensors read
