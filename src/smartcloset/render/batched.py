@@ -106,25 +106,70 @@ class _Mesh:
 _RESTORE = "restore"
 
 
-def _triangle_affines(
-    src: torch.Tensor, dst: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per triangle ((T, 3, 2) points): the 2x3 affine taking destination to source pixels, the
-    2x3 map from destination pixels to barycentric (l1, l2), whether it has an area, and twice
-    its signed area. Closed form, a 2x2 inverse per triangle, on the device, in few (large)
-    operations."""
-    d0 = dst[:, 0, :, None]  # (T, 2, 1)
-    M = (dst[:, 1:] - dst[:, :1]).transpose(1, 2)  # (T, 2, 2), columns e1 = d1 - d0, e2 = d2 - d0
-    m00, m01, m10, m11 = M.reshape(-1, 4).unbind(1)
-    det = m00 * m11 - m01 * m10
-    valid = det.abs() > 1e-6  # a collapsed triangle maps nothing
-    inv_det = torch.where(valid, 1.0 / torch.where(valid, det, torch.ones_like(det)), torch.zeros_like(det))
-    minv = torch.stack([m11, -m01, -m10, m00], dim=1).view(-1, 2, 2) * inv_det[:, None, None]
-    bary = torch.cat([minv, -(minv @ d0)], dim=2)  # (T, 2, 3): pixel -> (l1, l2)
-    S = (src[:, 1:] - src[:, :1]).transpose(1, 2)  # (T, 2, 2), columns u1, u2
-    lin = S @ minv  # source = s0 + S @ minv @ (p - d0)
-    affine = torch.cat([lin, src[:, 0, :, None] - lin @ d0], dim=2)
-    return affine, bary, valid, det
+# Per triangle, what the rasteriser needs (``_coverage``), packed in these float32 columns.
+# Columns 0-11: the (l1, l2) rows, then the texture (x, y) rows - a (4, 3) map of (x, y, 1);
+# 12-14 the window's origin (x, y, 0); 15-17 the tolerances of l0, l1, l2; 18-21 the grown box;
+# 22 the window origin's index into the maps, an int32 in a float32's bits (exact past 2 ** 24).
+_MAP, _LO, _TOL, _REACH, _BASE = slice(0, 12), slice(12, 15), slice(15, 18), slice(18, 22), 22
+_COLUMNS = 23
+
+
+def _coverage(dst: Sequence, src: Sequence, owner: np.ndarray, gw: int, gh: int) -> np.ndarray:
+    """Per triangle (corner c at coarse-grid ``dst[c]`` = (x, y) and texture ``src[c]``, each
+    (2, T)): its barycentric map (coarse pixel -> l1, l2) and affine (coarse pixel -> texture
+    pixel), the origin of the window it tests (far off the grid for a triangle that draws
+    nothing), its edge tolerance (the dilation), its grown box and where its window starts in
+    the maps of warp ``owner`` (rows: warp, y, x): (T, 23) float32, columns as ``_MAP`` ...
+    ``_BASE``. On the host, in NumPy: a few thousand triangles a batch
+    are microseconds a step there, where each step on the device was a launch (66 of them)."""
+    (x0, y0), (x1, y1), (x2, y2) = dst
+    (u0, v0), (u1, v1), (u2, v2) = src
+    e1x, e1y, e2x, e2y = x1 - x0, y1 - y0, x2 - x0, y2 - y0
+    det = e1x * e2y - e2x * e1y  # twice the signed area
+    valid = np.abs(det) > 1e-6  # a collapsed triangle maps nothing
+    inv = np.divide(1.0, det, out=np.zeros_like(det), where=valid)
+    # The inverse of [e1 e2]: destination pixel - d0 -> (l1, l2).
+    a, b, c, d = e2y * inv, -e2x * inv, -e1y * inv, e1x * inv
+    out = np.empty((len(det), _COLUMNS), np.float32)
+    out[:, 0], out[:, 1], out[:, 2] = a, b, -(a * x0 + b * y0)
+    out[:, 3], out[:, 4], out[:, 5] = c, d, -(c * x0 + d * y0)
+    # source = s0 + [u1 - u0, u2 - u0] @ (l1, l2)
+    s1x, s2x, s1y, s2y = u1 - u0, u2 - u0, v1 - v0, v2 - v0
+    l00, l01, l10, l11 = s1x * a + s2x * c, s1x * b + s2x * d, s1y * a + s2y * c, s1y * b + s2y * d
+    out[:, 6], out[:, 7], out[:, 8] = l00, l01, u0 - (l00 * x0 + l01 * y0)
+    out[:, 9], out[:, 10], out[:, 11] = l10, l11, v0 - (l10 * x0 + l11 * y0)
+    # The grown box, and the window's origin on the grid.
+    reach = out[:, _REACH]
+    reach[:, 0] = np.minimum(np.minimum(x0, x1), x2) - DILATE
+    reach[:, 1] = np.minimum(np.minimum(y0, y1), y2) - DILATE
+    reach[:, 2] = np.maximum(np.maximum(x0, x1), x2) + DILATE
+    reach[:, 3] = np.maximum(np.maximum(y0, y1), y2) + DILATE
+    lo = np.maximum(np.floor(reach[:, :2]), 0)
+    hi = np.minimum(np.ceil(reach[:, 2:]), (gw - 1.0, gh - 1.0))
+    keep = valid & (hi >= lo).all(axis=1)
+    out[:, 12:14] = np.where(keep[:, None], lo, -1e6)  # dropped: all misses (off the grid)
+    out[:, 14] = 0.0
+    # The dilation in barycentric terms: a point at distance DILATE outside the edge facing
+    # vertex i has lambda_i = -DILATE * |that edge| / (2 * area). At most lambda_i >= -1: a
+    # sliver (its height under a pixel) grows by its own height only, where its
+    # ill-conditioned affine would send a whole pixel far across the texture.
+    grow = DILATE / np.maximum(np.abs(det), 1e-6)
+    out[:, 15] = np.hypot(x1 - x2, y1 - y2) * grow
+    out[:, 16] = np.hypot(x2 - x0, y2 - y0) * grow
+    out[:, 17] = np.hypot(x0 - x1, y0 - y1) * grow
+    np.minimum(out[:, _TOL], 1.0, out=out[:, _TOL])
+    base = (owner.astype(np.int64) * gh + lo[:, 1].astype(np.int64)) * gw + lo[:, 0].astype(np.int64)
+    out[:, _BASE] = np.where(keep, base, 0).astype(np.int32).view(np.float32)
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _window(k: int, device) -> torch.Tensor:
+    """(3, k * k) float32: the x, y offsets of a k x k window's pixels (x fastest) and a row of
+    ones - made once per size, added to each triangle's origin (x, y, 0)."""
+    r = torch.arange(k, dtype=torch.float32)
+    w = torch.stack([r.repeat(k), r.repeat_interleave(k), torch.ones(k * k)])
+    return shared(w.to(device))
 
 
 def shared(t: torch.Tensor) -> torch.Tensor:
@@ -189,63 +234,31 @@ def _capsules(s: torch.Tensor, bh: int, bw: int) -> torch.Tensor:
     return ((r + 0.5 - dist).clamp_(0, 1) * (r > 0)).amax(dim=1, keepdim=True)
 
 
-def _coverage(
-    src: torch.Tensor, dst: torch.Tensor, gw: int, gh: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per triangle ((T, 3, 2) texture ``src`` and coarse-grid ``dst`` points): its affine
-    (coarse pixel -> texture pixel), its barycentric map, the origin of the window it tests (far
-    off the grid for a triangle that draws nothing), its edge tolerance (the dilation) and its
-    grown box."""
-    affine, bary, valid, area2 = _triangle_affines(src, dst)
-    reach = torch.cat([dst.amin(dim=1) - DILATE, dst.amax(dim=1) + DILATE], dim=1)  # (T, 4) grown box
-    lo = reach[:, :2].floor().clamp_(min=0)
-    hi = reach[:, 2:].ceil()
-    hi[:, 0].clamp_(max=gw - 1.0)
-    hi[:, 1].clamp_(max=gh - 1.0)
-    keep = valid & (hi >= lo).all(dim=1)
-    # The dilation in barycentric terms: a point at distance DILATE outside the edge facing
-    # vertex i has lambda_i = -DILATE * |that edge| / (2 * area).
-    edges = (dst.roll(-1, dims=1) - dst.roll(-2, dims=1)).norm(dim=2)  # (T, 3) facing v0, v1, v2
-    # At most lambda_i >= -1: a sliver (its height under a pixel) grows by its own height
-    # only, where its ill-conditioned affine would send a whole pixel far across the texture.
-    tol = (edges * (DILATE / area2.abs().clamp_min(1e-6))[:, None]).clamp_(max=1.0)  # (T, 3)
-    lo = torch.where(keep[:, None], lo, torch.full_like(lo, -1e6))  # dropped: all misses
-    return affine, bary, lo.long(), tol, reach
-
-
-def _scatter(
-    maps: torch.Tensor,
-    A: torch.Tensor,
-    Bm: torch.Tensor,
-    lo_t: torch.Tensor,
-    own_t: torch.Tensor,
-    k: int,
-    gw: int,
-    gh: int,
-    tol: torch.Tensor,
-    reach: torch.Tensor,
-) -> None:
-    """Each triangle writes its texture coordinates into the coarse pixels of its k x k window
-    that it covers (``maps`` rows: warp, y, x; the last row takes the misses)."""
-    r = torch.arange(k, device=maps.device)
-    # Each triangle's window of k x k coarse pixels, (T, 2, k*k) integer x and y.
-    pxy = (lo_t[:, :, None, None] + torch.stack([r[None, :].expand(k, k), r[:, None].expand(k, k)])).flatten(2)
-    xy = pxy.float()
-    xy1 = torch.cat([xy, torch.ones_like(xy[:, :1])], dim=1)  # (T, 3, k*k)
+def _scatter(maps: torch.Tensor, tri: torch.Tensor, window: torch.Tensor, gw: int, gh: int) -> None:
+    """Each triangle (a row of ``tri``, from ``_coverage``) writes its texture coordinates into
+    the coarse pixels of its window (offsets ``window``, from ``_window``) that it covers
+    (``maps`` rows: warp, y, x; the last row takes the misses)."""
+    n = tri.shape[0]
+    xy1 = tri[:, _LO, None] + window  # (T, 3, k*k): x, y, 1
     # One batched product gives the barycentrics (rows 0-1) and the texture point (rows 2-3).
-    lam_uv = torch.bmm(torch.cat([Bm, A], dim=1), xy1)
-    lam = torch.cat([1 - lam_uv[:, :2].sum(dim=1, keepdim=True), lam_uv[:, :2]], dim=1)  # (T, 3, k*k) l0 l1 l2
-    # Dropped triangles' windows are off the grid.
-    on_grid = (pxy[:, 0] >= 0) & (pxy[:, 1] >= 0) & (pxy[:, 0] < gw) & (pxy[:, 1] < gh)
-    inside = (lam >= -1e-4).all(dim=1) & on_grid
+    lam_uv = torch.bmm(tri[:, _MAP].view(n, 4, 3), xy1)
+    lam = lam_uv[:, :2]
+    l0 = 1 - lam.sum(dim=1)
+    # Dropped triangles' windows are off the grid (their origin is far below it).
+    x, y = xy1[:, 0], xy1[:, 1]
+    on_grid = (x >= 0) & (x < gw) & (y < gh)
+    inside = (lam >= -1e-4).all(dim=1) & (l0 >= -1e-4) & on_grid
     # Within DILATE of the triangle: edge offsets, cut to its grown box (no spikes at sharp corners).
+    tol = tri[:, _TOL, None]
+    box = tri[:, _REACH, None]
     near = (
-        (lam >= -tol[:, :, None]).all(dim=1)
-        & ((xy >= reach[:, :2, None]) & (xy <= reach[:, 2:, None])).all(dim=1)
+        (lam >= -tol[:, 1:]).all(dim=1)
+        & (l0 >= -tol[:, 0])
+        & ((xy1[:, :2] >= box[:, :2]) & (xy1[:, :2] <= box[:, 2:])).all(dim=1)
         & on_grid
         & ~inside
     )
-    lin = (own_t[:, None] * gh + pxy[:, 1]) * gw + pxy[:, 0]
+    lin = tri[:, _BASE].view(torch.int32).long()[:, None] + (window[1] * gw + window[0]).long()
     uv = lam_uv[:, 2:].transpose(1, 2).reshape(-1, 2)
     # Pixels a pass does not write go to the spare last row: no compaction, no host sync.
     # The dilated ring first, then the insides over it: a pixel inside one triangle keeps
@@ -299,7 +312,6 @@ class _Steps:
 
     shading: object = _shading_factor
     capsules: object = _capsules
-    coverage: object = _coverage
     scatter: object = _scatter
     sample: object = _sample
     restore: object = _restore
@@ -561,17 +573,18 @@ class BatchRenderer:
         for i, j in enumerate(warps):
             groups.setdefault((id(j.annotator), j.layer), []).append(i)
         # Every warp's triangles, in frame pixels (dst) and texture pixels (src), and the warp
-        # each belongs to, made on the host and uploaded in one copy - no wait for the device.
-        # Per group, its triangles' corners as x and y planes (J, 3, T): whole-array operations.
-        corners, tri_src, owners = [], [], []
+        # each belongs to, made on the host - no wait for the device. Per group, its triangles'
+        # corners as x and y planes (J, 3, T) and its texture corners as (J, T) planes per corner
+        # and axis: whole-array operations.
+        corners, tex, owners = [], [], []
         for (key, layer), idx in groups.items():
             m = self._mesh(warps[idx[0]].annotator)
             v = skinned[key][[warps[i].rig for i in idx]]  # (J, 2, N)
             tris = m.layers[layer].T  # (3, T)
             corners.append((np.take(v[:, 0], tris, axis=1), np.take(v[:, 1], tris, axis=1)))
-            scale = np.array([2.0 ** -warps[i].level for i in idx], np.float32)
-            tri_src.append((m.corners[layer][None] * scale[:, None, None, None]).reshape(-1))
-            owners.append(np.repeat(np.asarray(idx, np.float32), tris.shape[1]))
+            scale = np.array([2.0 ** -warps[i].level for i in idx], np.float32)[:, None]
+            tex.append([[scale * m.corners[layer][None, :, c, a] for a in (0, 1)] for c in range(3)])
+            owners.append(np.repeat(np.asarray(idx, np.int64), tris.shape[1]))
 
         def corner_min(a: np.ndarray) -> np.ndarray:  # (J, 3, T) -> (J, T)
             return np.minimum(np.minimum(a[:, 0], a[:, 1]), a[:, 2])
@@ -599,22 +612,20 @@ class BatchRenderer:
         bw, bh = x1 - x0, y1 - y0
         gw, gh = (bw + s - 1) // s + 1, (bh + s - 1) // s + 1
         inv = np.float32(1.0 / s)
-        planes = [((xs - np.float32(x0)) * inv, (ys - np.float32(y0)) * inv) for xs, ys in corners]
-        up = np.concatenate([p.reshape(-1) for pair in planes for p in pair] + tri_src + owners)
-        up_d = torch.from_numpy(up).to(self.device, non_blocking=True)
-        # On the device, each group's planes become (J * T, 3, 2) triangles: one copy kernel each.
-        views, start = [], 0
-        for xs, _ in planes:
-            n = 2 * xs.size
-            views.append(up_d[start : start + n].view(2, *xs.shape).permute(1, 3, 2, 0).reshape(-1, 3, 2))
-            start += n
-        coarse_d = torch.cat(views) if len(views) > 1 else views[0]
-        n_tri = len(coarse_d)
-        src_d = up_d[start : start + n_tri * 6].view(n_tri, 3, 2)
-        owner = up_d[start + n_tri * 6 :].long()
+        # Corner c's coarse-grid x and y, and its texture x and y, over every triangle (warp-major).
+        dst = [
+            tuple(
+                np.concatenate([((p[a][:, c] - np.float32(o)) * inv).reshape(-1) for p in corners])
+                for a, o in ((0, x0), (1, y0))
+            )
+            for c in range(3)
+        ]
+        src = [tuple(np.concatenate([t[c][a].reshape(-1) for t in tex]) for a in (0, 1)) for c in range(3)]
+        # What each triangle rasterises with, worked out here and uploaded in one copy.
+        tri = torch.from_numpy(_coverage(dst, src, np.concatenate(owners), gw, gh)).to(self.device, non_blocking=True)
         # + 1 for the end pixel, + 1 for rounding at a cell border, and the dilation both ways.
         window = min(int(span) + 2 + 2 * math.ceil(DILATE), max(gw, gh))
-        maps = self._rasterise(len(warps), src_d, coarse_d, owner, (gw, gh), window)
+        maps = self._rasterise(len(warps), tri, (gw, gh), window)
         if s > 1:  # coarse point j sits at full pixel j * s: align_corners on a grid of (g-1)*s+1
             maps = F.interpolate(maps, size=((gh - 1) * s + 1, (gw - 1) * s + 1), mode="bilinear", align_corners=True)
         maps = maps[:, :, :bh, :bw]
@@ -645,23 +656,20 @@ class BatchRenderer:
         shade = None if factor is None else factor[:, :, y0:y1, x0:x1]
         self._steps.over(canvas[:, :, y0:y1, x0:x1], patches, pos, dest, shade)
 
-    def _rasterise(
-        self, n: int, src: torch.Tensor, dst: torch.Tensor, owner: torch.Tensor, grid: tuple[int, int], window: int
-    ) -> torch.Tensor:
+    def _rasterise(self, n: int, tri: torch.Tensor, grid: tuple[int, int], window: int) -> torch.Tensor:
         """Per warp, the coarse map (2, gh, gw) of source texture coordinates (``_OUTSIDE`` off
-        the mesh): every triangle (coarse ``dst`` points, owned by warp ``owner``) tests a window
-        of coarse pixels over its box and writes the pixels inside it."""
+        the mesh): every triangle (a row of ``tri``, from ``_coverage``) tests a window of coarse
+        pixels over its box and writes the pixels inside it."""
         gw, gh = grid
-        affine, bary, lo, tol, reach = self._steps.coverage(src, dst, gw, gh)
         k = window  # an upper bound of every kept triangle's extent (see ``_warp_all``)
         size = n * gh * gw
         maps = torch.full((size + 1, 2), _OUTSIDE, device=self.device)  # + a spare row for misses
         if k > 0:
             k = 1 << max(3, (k - 1).bit_length())
+            offsets = _window(k, self.device)
             chunk = max(1, MAX_WINDOW_ELEMENTS // (k * k))
-            for c in range(0, len(dst), chunk):
-                sl = slice(c, c + chunk)
-                self._steps.scatter(maps, affine[sl], bary[sl], lo[sl], owner[sl], k, gw, gh, tol[sl], reach[sl])
+            for c in range(0, len(tri), chunk):
+                self._steps.scatter(maps, tri[c : c + chunk], offsets, gw, gh)
         return maps[:size].view(n, gh, gw, 2).permute(0, 3, 1, 2)
 
 
