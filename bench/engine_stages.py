@@ -59,8 +59,8 @@ def main() -> None:
     torch.manual_seed(0)
     backend = StandInPose(RTMPoseBackend("rtmpose-m", "cuda", weights=False, detector=FullFrameDetector()))
     look = [GarmentAnnotator(Closet(user_dir="/nonexistent").get("tshirt-navy"))]
-    renderer = BatchRenderer(dev, compile=args.render_compile)
-    eager = BatchRenderer(dev) if args.render_compile else None
+    renderer = BatchRenderer(dev, compile=args.render_compile)  # on CUDA, eager steps: CUDA graphs
+    eager = BatchRenderer(dev, graphs=False)  # op by op, side by side
     compile_s = None
     if args.render_compile:
         t0 = time.perf_counter()
@@ -75,6 +75,7 @@ def main() -> None:
         timed_kp = [TimedKeypoints(p.persons[0].keypoints, "own") for p in poses]
         frames = torch.stack(images)
         ren_ms, out = timed(lambda: renderer.render(frames, timed_kp, [look] * b), args.reps)  # noqa: B023
+        eager_ms, _ = timed(lambda: eager.render(frames, timed_kp, [look] * b), args.reps)  # noqa: B023
         enc_ms, encoded = timed(lambda: encode_batch(list(out), [80] * b, args.gpu_jpeg), args.reps)  # noqa: B023
         total = dec_ms + pose_ms + ren_ms + enc_ms
         # Each stage's GPU time (kernels and copies, nvJPEG's included) and host time, once.
@@ -116,14 +117,9 @@ def main() -> None:
             pstats.Stats(pr, stream=text).sort_stats("tottime").print_stats(25)
             with open(args.host_profile, "a") as f:
                 f.write(f"\n## render (cProfile, 5 renders), batch {b}\n{text.getvalue()}\n")
-        if eager is not None:  # compiled against eager, same batch: the largest difference in levels
-            diff = (out.int() - eager.render(frames, timed_kp, [look] * b).int()).abs()
-            differ = {
-                "max_diff_vs_eager": int(diff.max()),
-                "share_differing": round(float((diff > 0).float().mean()), 6),
-            }
-        else:
-            differ = {}
+        # Compiled or graphed against eager, same batch: the largest difference in levels.
+        diff = (out.int() - eager.render(frames, timed_kp, [look] * b).int()).abs()
+        differ = {"max_diff_vs_eager": int(diff.max()), "share_differing": round(float((diff > 0).float().mean()), 6)}
         row = {
             "gpu_jpeg": args.gpu_jpeg,
             "render_compiled": args.render_compile,
@@ -132,6 +128,8 @@ def main() -> None:
             "decode_ms": round(dec_ms, 2),
             "pose_ms": round(pose_ms, 2),
             "render_ms": round(ren_ms, 2),
+            "render_graphs": renderer.replay is not None and renderer.replay.replays > 0,
+            "render_eager_ms": round(eager_ms, 2),
             "render_kernels": len(kernels),  # GPU kernels and copies of one render
             "render_gpu_ms": round(sum(e.device_time for e in kernels) / 1000, 2),
             "encode_ms": round(enc_ms, 2),

@@ -75,6 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         gil_switch_ms=args.gil_switch_ms,
         gpu_jpeg=args.gpu_jpeg,
         render_compile=args.render_compile,
+        render_graphs=args.render_graphs,
         cuda_wait=args.cuda_wait,
         transport_only=args.transport_only,
         pose_random_weights=args.random_weights,
@@ -279,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--render-compile",
         action="store_true",
         help="--render batched: torch.compile the renderer's per-pixel steps (~20 s more at start; on CUDA needs Triton)",
+    )
+    s.add_argument(
+        "--no-render-graphs",
+        dest="render_graphs",
+        action="store_false",
+        help="--render batched on CUDA: draw every batch op by op, not by replaying CUDA graphs (to compare)",
     )
     bench = s.add_argument_group("benchmarking only")
     bench.add_argument("--transport-only", action="store_true", help="echo frames: measure the transport alone")

@@ -47,6 +47,9 @@ class ServerConfig:
     # one client's latency did not change and 64 clients gave no clear gain (docs/performance.md,
     # "Stop 13"), and it costs ~20 s of compiling at start.
     render_compile: bool = False
+    # Replay the batched renderer's draws as CUDA graphs (render/replay.py says why): on CUDA,
+    # with the eager steps. Off only to compare.
+    render_graphs: bool = True
     # How the threads that use the GPU wait for it (cuda_wait.py says why): "spin" holds a core
     # per waiting thread, "block" sleeps until the driver wakes it; "auto" is CUDA's own choice,
     # which spins on any host with more cores than CUDA contexts.

@@ -92,13 +92,15 @@ class FrameEngine(PoseWorker):
         renderer: BatchRenderer | None = None,
         gpu_jpeg: str = "auto",
         render_compile: bool = False,
+        render_graphs: bool = True,
         **worker_options,
     ) -> None:
         super().__init__(backend, config, limits, **worker_options)
         self.device = torch.device(device)
         if render_compile:
             _check_compiler(self.device)
-        self.renderer = renderer or BatchRenderer(self.device, compile=render_compile)
+        graphs = render_graphs and self.device.type == "cuda" and not render_compile
+        self.renderer = renderer or BatchRenderer(self.device, compile=render_compile, graphs=graphs)
         # Which library does JPEG on CUDA, decided here: a missing one asked for by name stops
         # the engine at start, not every batch later.
         self.gpu_jpeg = resolve_gpu_jpeg(self.device, gpu_jpeg)
@@ -107,13 +109,14 @@ class FrameEngine(PoseWorker):
         self._tensor_pose = callable(getattr(backend, "infer_tensors", None)) and backend.device == str(device)
         self._local = threading.local()
         log.info(
-            "frame engine on %s: JPEG %s, pose %s (%s), render on %s%s",
+            "frame engine on %s: JPEG %s, pose %s (%s), render on %s%s%s",
             self.device,
             f"on the GPU ({self.gpu_jpeg})" if self.device.type == "cuda" else "simplejpeg",
             backend.name,
             "device tensors" if self._tensor_pose else f"host images at {config.inference_size}",
             self.device,
             ", compiled" if self.renderer.compiled else "",
+            ", CUDA graphs" if self.renderer.replay is not None else "",
         )
 
     def register(self, client: Hashable, timeline: KeypointTimeline, sink: FrameSink | None = None) -> None:
@@ -280,4 +283,11 @@ class FrameEngine(PoseWorker):
         jpeg = f", JPEG by {self.gpu_jpeg}" if self.device.type == "cuda" else ""
         snap["frame_path"] = f"batched on {self.device}{jpeg}"
         snap["stage_ms_p50"] = {k: v.median() for k, v in self.stage_ms.items()}
+        replay = self.renderer.replay
+        if replay is not None:
+            snap["render_graphs"] = {
+                "captures": replay.captures,
+                "replays": replay.replays,
+                "failures": replay.failures,
+            }
         return snap

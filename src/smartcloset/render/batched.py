@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from ..pose.timeline import TimedKeypoints
 from .annotators import GarmentAnnotator
 from .occlusion import arm_segments
+from .replay import GraphReplay
 from .shading import LIMITS, STRENGTH
 from .warp import _OUTSIDE
 
@@ -104,6 +105,65 @@ class _Mesh:
 
 
 _RESTORE = "restore"
+
+
+class _Packer:
+    """A plan's data, gathered as float32 arrays and packed into one for one upload."""
+
+    def __init__(self) -> None:
+        self._parts: list[np.ndarray] = []
+        self._size = 0
+
+    def add(self, a: np.ndarray) -> int:
+        """Adds ``a`` (float32; its bits are kept, so int32 bit patterns pass too) and returns
+        its offset."""
+        a = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+        at = self._size
+        self._parts.append(a)
+        self._size += a.size
+        return at
+
+    def array(self) -> np.ndarray:
+        return np.concatenate(self._parts) if self._parts else np.zeros(1, np.float32)
+
+
+@dataclass
+class _WarpPlan:
+    """The batch's rasterisation: ``n`` warps, ``n_tri`` triangles (their rows at ``tri_at`` in
+    the data), the coarse grid (gw, gh), the window, the box and each texture's warps."""
+
+    n: int
+    tri_at: int
+    n_tri: int
+    grid: tuple[int, int]
+    window: int
+    box: tuple[int, int, int, int]
+    textures: list[tuple[GarmentAnnotator, int, int, int]]  # (garment, level, first warp, end)
+
+    @property
+    def key(self) -> tuple:
+        tex = tuple((id(a), level, start, end) for a, level, start, end in self.textures)
+        return (self.n, self.n_tri, self.grid, self.window, self.box, tex)
+
+
+@dataclass
+class _Plan:
+    """A batch as the host works it out before the device draws it (``BatchRenderer.plan``):
+    its structure and one float32 array of data (``data``: the arms' segments, the triangles'
+    rasteriser terms, each step's flags and patch indices). Two plans with one ``key`` issue
+    the same device operations in the same shapes, only on other data; None where a plan
+    cannot be replayed so (a person mask to upload)."""
+
+    key: tuple | None
+    shape: tuple[int, ...]
+    data: np.ndarray
+    arms: tuple | None  # (x0, y0, x1, y1, segments a frame, offset in data)
+    masks: list  # a person mask per frame, where the arms are cut to it
+    warp: _WarpPlan | None
+    steps: list[tuple[bool, int, int, bool]]  # (restore, start, count, every) per step
+    flags_at: int
+    index_at: int
+    n_index: int
 
 
 # Per triangle, what the rasteriser needs (``_coverage``), packed in these float32 columns.
@@ -355,7 +415,9 @@ def compiled_steps() -> _Steps:
 
 class BatchRenderer:
     """Renders looks onto a batch of RGB frames on one torch device; with ``compile``, its
-    per-pixel steps run through torch.compile (``compiled_steps``; call ``warm_up`` first)."""
+    per-pixel steps run through torch.compile (``compiled_steps``; call ``warm_up`` first); with
+    ``graphs`` (the default on CUDA), batches whose plan was seen before replay a CUDA graph
+    (``replay.GraphReplay``)."""
 
     def __init__(
         self,
@@ -364,6 +426,7 @@ class BatchRenderer:
         occlusion=True,
         shading=True,
         compile: bool = False,
+        graphs: bool | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.map_step = max(1, int(map_step))
@@ -371,6 +434,15 @@ class BatchRenderer:
         self.shading = shading
         self.compiled = compile
         self._steps = compiled_steps() if compile else _EAGER
+        # CUDA graphs of the draws (render/replay.py): by default on CUDA, eager steps only.
+        if graphs is None:
+            graphs = self.device.type == "cuda" and not compile
+        if graphs and (self.device.type != "cuda" or compile):
+            raise ValueError("render graphs need a CUDA device and the eager (not compiled) steps")
+        self.replay = GraphReplay(self) if graphs else None
+        # Boxes are rounded out to multiples of this (a multiple of the step, ~64 px): the same
+        # pictures, and batches that differ by small moves have one plan key.
+        self._lattice = self.map_step * max(1, round(64 / self.map_step))
         self._meshes = _GarmentCache()  # id(garment) -> _Mesh
         self._textures = _GarmentCache()  # (id(garment), level) -> (1, 4, h, w) RGBA
 
@@ -451,7 +523,21 @@ class BatchRenderer:
     ) -> torch.Tensor:
         """``frames`` (B, 3, H, W) uint8 RGB on this device; a look per frame, bottom layer first.
         Returns the rendered frames, (B, 3, H, W) uint8."""
-        b, _, h, w = frames.shape
+        plan = self.plan(tuple(frames.shape), poses, looks)
+        if plan is None:
+            return frames
+        if self.replay is not None:
+            out = self.replay.draw(frames, plan)
+            if out is not None:
+                return out
+        return self._draw(frames, plan, torch.from_numpy(plan.data).to(self.device, non_blocking=True))
+
+    def plan(
+        self, shape: tuple[int, ...], poses: Sequence[TimedKeypoints], looks: Sequence[Sequence[GarmentAnnotator]]
+    ) -> _Plan | None:
+        """What the host works out before the device draws a batch of ``shape`` (B, 3, H, W):
+        None when nothing is drawn on any frame."""
+        b, _, h, w = shape
         steps: list[list] = []
         segments: list[list] = []
         rigs: list[tuple[GarmentAnnotator, np.ndarray]] = []
@@ -487,38 +573,60 @@ class BatchRenderer:
             steps.append(plan)
             segments.append(segs)
         if not any(steps):
-            return frames
-        skinned = self._skin(rigs)
-        canvas = frames.float()
-        factor = self._shading(frames) if self.shading else None
-        arms = self._arms(segments, (h, w), poses) if any(segments) else None
+            return None
+        data = _Packer()
+        arms = self._plan_arms(segments, (h, w), data) if any(segments) else None
+        masks = [p.mask if (segs and p.mask is not None) else None for p, segs in zip(poses, segments)]
         # Every layer of every frame warped at once (one rasterisation, one texture sample per
-        # garment level); the steps below only composite them, in each frame's order.
+        # garment level); the steps only composite them, in each frame's order.
         warps = [j for p in steps for j in p if isinstance(j, _Warp)]
         warps.sort(key=lambda j: (id(j.annotator), j.level))  # each texture's warps side by side
-        drawn = self._warp_all(warps, skinned, (h, w))
+        warp = self._plan_warps(warps, self._skin(rigs), (h, w), data)
         position = {id(j): i for i, j in enumerate(warps)}
-        # What each step does, worked out on the host and uploaded in one copy: the frames that
-        # restore their arms, and (patch, frame) pairs to composite.
+        # What each step does: the frames that restore their arms, and (patch, frame) pairs to
+        # composite - uploaded with the rest.
         n_steps = max(len(p) for p in steps)
         flags = np.zeros((n_steps, b), np.float32)
-        pairs: list[tuple[int, int]] = []  # (start, count) per step into ``index``
+        layout: list[tuple[bool, int, int, bool]] = []  # (restore, start, count, every) per step
         index: list[int] = []
         for k in range(n_steps):
             here = [(position[id(p[k])], f) for f, p in enumerate(steps) if k < len(p) and isinstance(p[k], _Warp)]
             flags[k, [f for f, p in enumerate(steps) if k < len(p) and p[k] is _RESTORE]] = 1.0
-            pairs.append((len(index), len(here)))
+            start, count = len(index), len(here)
             index += [i for i, _ in here] + [f for _, f in here]
-        index_d = torch.from_numpy(np.asarray(index, np.int64)).to(self.device, non_blocking=True)
-        flags_d = torch.from_numpy(flags).to(self.device, non_blocking=True) if arms is not None else None
-        for k in range(n_steps):
-            if flags_d is not None and flags[k].any():
+            every = count == b and index[start + count : start + 2 * count] == list(range(b))
+            layout.append((arms is not None and bool(flags[k].any()), start, count, every))
+        flags_at = data.add(flags)
+        index_at = data.add(np.asarray(index, np.float32))  # exact: a batch has far fewer than 2 ** 24
+        # Two plans with one key issue the same device operations in the same shapes: what
+        # each frame draws, in order, and every size the host chose.
+        looks_key = tuple(
+            tuple(_RESTORE if j is _RESTORE else (id(j.annotator), j.level, j.layer) for j in p) for p in steps
+        )
+        key = (
+            (shape, self.shading, looks_key, arms, warp and warp.key, tuple(layout))
+            if not any(m is not None for m in masks)
+            else None  # a person mask is an upload of its own: not replayed
+        )
+        return _Plan(key, shape, data.array(), arms, masks, warp, layout, flags_at, index_at, len(index))
+
+    # -- the device's part ---------------------------------------------------------------------
+    def _draw(self, frames: torch.Tensor, plan: _Plan, data: torch.Tensor) -> torch.Tensor:
+        """The batch drawn on the device from its ``plan`` and the plan's ``data`` there: only
+        device operations, their shapes fixed by ``plan.key``."""
+        b, _, h, w = plan.shape
+        canvas = frames.float()
+        factor = self._shading(frames) if self.shading else None
+        arms = self._arms(plan, data, (h, w)) if plan.arms is not None else None
+        drawn = self._warp_all(plan.warp, data) if plan.warp is not None else None
+        flags_d = data[plan.flags_at : plan.flags_at + len(plan.steps) * b].view(len(plan.steps), b)
+        index_d = data[plan.index_at : plan.index_at + plan.n_index].long()
+        for k, (restore, start, count, every) in enumerate(plan.steps):
+            if restore and arms is not None:
                 mask, (x0, y0) = arms
                 box = (slice(None), slice(None), slice(y0, y0 + mask.shape[2]), slice(x0, x0 + mask.shape[3]))
                 self._steps.restore(canvas[box], frames[box], mask, flags_d[k])
-            start, count = pairs[k]
             if count and drawn is not None:
-                every = count == b and index[start + count : start + 2 * count] == list(range(b))
                 pos = index_d[start : start + count]
                 dest = None if every else index_d[start + count : start + 2 * count]
                 self._composite(canvas, drawn, pos, dest, factor)
@@ -530,14 +638,13 @@ class BatchRenderer:
         return self._steps.shading(frames, _gaussian_kernel(1.0, frames.device), _gaussian_kernel(4.0, frames.device))
 
     # -- arms ----------------------------------------------------------------------------------
-    def _arms(
-        self, segments: list[list], shape: tuple[int, int], poses: Sequence[TimedKeypoints]
-    ) -> tuple[torch.Tensor, tuple[int, int]] | None:
-        """Arm masks in [0, 1] over the batch's arms box, ``((B, 1, bh, bw), (x0, y0))``:
-        capsules with a one-pixel soft edge."""
+    def _plan_arms(self, segments: list[list], shape: tuple[int, int], data: _Packer) -> tuple | None:
+        """The batch's arms box (x0, y0, x1, y1) on the box lattice (``_lattice``), how many
+        segments a frame has at most, and where their (B, S, 5) segments (ax, ay, bx, by, radius;
+        0: none; box pixels) are in the data; None when the box is empty."""
         b = len(segments)
         h, w = shape
-        seg = np.zeros((b, MAX_SEGMENTS, 5), np.float32)  # ax, ay, bx, by, radius (0: none)
+        seg = np.zeros((b, MAX_SEGMENTS, 5), np.float32)
         for f, segs in enumerate(segments):
             for i, (a, e, width) in enumerate(segs[:MAX_SEGMENTS]):
                 seg[f, i] = (*a, *e, max(2, int(width)) / 2)
@@ -548,24 +655,34 @@ class BatchRenderer:
         x1, y1 = np.ceil(np.minimum(pts.max(axis=0) + pad, (w, h))).astype(int)
         if x1 <= x0 or y1 <= y0:
             return None
+        q = self._lattice
+        x0, y0, x1, y1 = x0 // q * q, y0 // q * q, min(-(-x1 // q) * q, w), min(-(-y1 // q) * q, h)
         seg[:, :, [0, 2]] -= x0
         seg[:, :, [1, 3]] -= y0
         used_segments = max(1, int((seg[:, :, 4] > 0).sum(axis=1).max()))  # only as many as used
-        s = torch.from_numpy(np.ascontiguousarray(seg[:, :used_segments])).to(self.device, non_blocking=True)
-        mask = self._steps.capsules(s, int(y1 - y0), int(x1 - x0))  # (B, 1, bh, bw)
-        for f, pose in enumerate(poses):  # cut to the person's silhouette where the backend gave one
-            if segments[f] and pose.mask is not None:
-                pm = torch.from_numpy(np.asarray(pose.mask, np.float32)).to(self.device, non_blocking=True)[None, None]
-                full = F.interpolate(pm, size=(h, w), mode="bilinear")[0]
+        at = data.add(seg[:, :used_segments])
+        return (int(x0), int(y0), int(x1), int(y1), used_segments, at)
+
+    def _arms(self, plan: _Plan, data: torch.Tensor, shape: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Arm masks in [0, 1] over the batch's arms box, ``((B, 1, bh, bw), (x0, y0))``:
+        capsules with a one-pixel soft edge, cut to the person's silhouette where the backend
+        gave one."""
+        x0, y0, x1, y1, n_seg, at = plan.arms
+        b = plan.shape[0]
+        s = data[at : at + b * n_seg * 5].view(b, n_seg, 5)
+        mask = self._steps.capsules(s, y1 - y0, x1 - x0)  # (B, 1, bh, bw)
+        h, w = shape
+        for f, pm in enumerate(plan.masks):
+            if pm is not None:
+                m = torch.from_numpy(np.asarray(pm, np.float32)).to(self.device, non_blocking=True)[None, None]
+                full = F.interpolate(m, size=(h, w), mode="bilinear")[0]
                 mask[f] = torch.minimum(mask[f], full[:, y0:y1, x0:x1])
-        return mask, (int(x0), int(y0))
+        return mask, (x0, y0)
 
     # -- warp + composite --------------------------------------------------------------------------
-    def _warp_all(
-        self, warps: list[_Warp], skinned: dict, shape: tuple[int, int]
-    ) -> tuple[torch.Tensor, tuple[int, int, int, int]] | None:
-        """Premultiplied RGBA patches (J, 4, bh, bw) of every warp over one box of the frame, and
-        the box (x0, y0, x1, y1); None when nothing lands in the frame."""
+    def _plan_warps(self, warps: list[_Warp], skinned: dict, shape: tuple[int, int], data: _Packer) -> _WarpPlan | None:
+        """Every warp's triangles in one box of the frame (on the box lattice), their rasteriser
+        terms added to the data; None when nothing lands in the frame."""
         h, w = shape
         s = self.map_step
         # Per (garment, layer): the triangles of every frame wearing it, in frame pixels.
@@ -573,9 +690,8 @@ class BatchRenderer:
         for i, j in enumerate(warps):
             groups.setdefault((id(j.annotator), j.layer), []).append(i)
         # Every warp's triangles, in frame pixels (dst) and texture pixels (src), and the warp
-        # each belongs to, made on the host - no wait for the device. Per group, its triangles'
-        # corners as x and y planes (J, 3, T) and its texture corners as (J, T) planes per corner
-        # and axis: whole-array operations.
+        # each belongs to. Per group, its triangles' corners as x and y planes (J, 3, T) and its
+        # texture corners as (J, T) planes per corner and axis: whole-array operations.
         corners, tex, owners = [], [], []
         for (key, layer), idx in groups.items():
             m = self._mesh(warps[idx[0]].annotator)
@@ -604,11 +720,14 @@ class BatchRenderer:
                 span = max(span, float((np.ceil(a_hi / s) - np.floor(a_lo / s)).max()))
                 lo[axis], hi[axis] = min(lo[axis], float(a_lo.min())), max(hi[axis], float(a_hi.max()))
         # The coarse grid sits on the frame's lattice (multiples of the step), whatever the batch's
-        # box: a frame renders the same alone or in any batch.
-        x0, y0 = max(int(np.floor(lo[0])) // s * s, 0), max(int(np.floor(lo[1])) // s * s, 0)
+        # box: a frame renders the same alone or in any batch - and in a larger box, so the box
+        # is rounded out to the box lattice (batches alike in all but small moves share a key).
+        x0, y0 = max(int(np.floor(lo[0])), 0), max(int(np.floor(lo[1])), 0)
         x1, y1 = min(int(np.ceil(hi[0])) + 1, w), min(int(np.ceil(hi[1])) + 1, h)
         if x1 <= x0 or y1 <= y0:
             return None
+        q = self._lattice
+        x0, y0, x1, y1 = x0 // q * q, y0 // q * q, min(-(-x1 // q) * q, w), min(-(-y1 // q) * q, h)
         bw, bh = x1 - x0, y1 - y0
         gw, gh = (bw + s - 1) // s + 1, (bh + s - 1) // s + 1
         inv = np.float32(1.0 / s)
@@ -621,26 +740,36 @@ class BatchRenderer:
             for c in range(3)
         ]
         src = [tuple(np.concatenate([t[c][a].reshape(-1) for t in tex]) for a in (0, 1)) for c in range(3)]
-        # What each triangle rasterises with, worked out here and uploaded in one copy.
-        tri = torch.from_numpy(_coverage(dst, src, np.concatenate(owners), gw, gh)).to(self.device, non_blocking=True)
+        tri = _coverage(dst, src, np.concatenate(owners), gw, gh)
         # + 1 for the end pixel, + 1 for rounding at a cell border, and the dilation both ways.
         window = min(int(span) + 2 + 2 * math.ceil(DILATE), max(gw, gh))
-        maps = self._rasterise(len(warps), tri, (gw, gh), window)
+        k = 1 << max(3, (window - 1).bit_length()) if window > 0 else 0
+        # The warps come sorted by texture (``render``): each texture's are one slice of the maps.
+        textures: list[tuple[GarmentAnnotator, int, int, int]] = []
+        for i, j in enumerate(warps):
+            if textures and textures[-1][0] is j.annotator and textures[-1][1] == j.level:
+                textures[-1] = (j.annotator, j.level, textures[-1][2], i + 1)
+            else:
+                textures.append((j.annotator, j.level, i, i + 1))
+        return _WarpPlan(len(warps), data.add(tri), len(tri), (gw, gh), k, (x0, y0, x1, y1), textures)
+
+    def _warp_all(self, plan: _WarpPlan, data: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+        """Premultiplied RGBA patches (J, 4, bh, bw) of every warp over the plan's box, and the
+        box (x0, y0, x1, y1)."""
+        s = self.map_step
+        gw, gh = plan.grid
+        x0, y0, x1, y1 = plan.box
+        tri = data[plan.tri_at : plan.tri_at + plan.n_tri * _COLUMNS].view(plan.n_tri, _COLUMNS)
+        maps = self._rasterise(plan.n, tri, plan.grid, plan.window)
         if s > 1:  # coarse point j sits at full pixel j * s: align_corners on a grid of (g-1)*s+1
             maps = F.interpolate(maps, size=((gh - 1) * s + 1, (gw - 1) * s + 1), mode="bilinear", align_corners=True)
-        maps = maps[:, :, :bh, :bw]
-        # The warps come sorted by texture (``render``): each texture's are one slice of the maps,
-        # sampled in one call - no index tensors (each a synchronous upload) and no scatter.
-        patches = []
-        start = 0
-        while start < len(warps):
-            j0 = warps[start]
-            end = start + 1
-            while end < len(warps) and warps[end].annotator is j0.annotator and warps[end].level == j0.level:
-                end += 1
-            patches.append(self._steps.sample(self.texture(j0.annotator, j0.level), maps[start:end]))
-            start = end
-        return torch.cat(patches) if len(patches) > 1 else patches[0], (x0, y0, x1, y1)
+        maps = maps[:, :, : y1 - y0, : x1 - x0]
+        # Each texture's warps are one slice of the maps, sampled in one call - no index tensors
+        # and no scatter.
+        patches = [
+            self._steps.sample(self.texture(ann, level), maps[start:end]) for ann, level, start, end in plan.textures
+        ]
+        return torch.cat(patches) if len(patches) > 1 else patches[0], plan.box
 
     def _composite(
         self,
@@ -656,16 +785,14 @@ class BatchRenderer:
         shade = None if factor is None else factor[:, :, y0:y1, x0:x1]
         self._steps.over(canvas[:, :, y0:y1, x0:x1], patches, pos, dest, shade)
 
-    def _rasterise(self, n: int, tri: torch.Tensor, grid: tuple[int, int], window: int) -> torch.Tensor:
+    def _rasterise(self, n: int, tri: torch.Tensor, grid: tuple[int, int], k: int) -> torch.Tensor:
         """Per warp, the coarse map (2, gh, gw) of source texture coordinates (``_OUTSIDE`` off
-        the mesh): every triangle (a row of ``tri``, from ``_coverage``) tests a window of coarse
-        pixels over its box and writes the pixels inside it."""
+        the mesh): every triangle (a row of ``tri``, from ``_coverage``) tests a k x k window of
+        coarse pixels over its box and writes the pixels inside it."""
         gw, gh = grid
-        k = window  # an upper bound of every kept triangle's extent (see ``_warp_all``)
         size = n * gh * gw
         maps = torch.full((size + 1, 2), _OUTSIDE, device=self.device)  # + a spare row for misses
         if k > 0:
-            k = 1 << max(3, (k - 1).bit_length())
             offsets = _window(k, self.device)
             chunk = max(1, MAX_WINDOW_ELEMENTS // (k * k))
             for c in range(0, len(tri), chunk):

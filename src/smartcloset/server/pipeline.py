@@ -135,6 +135,7 @@ def build_engine(config: ServerConfig, backend: PoseBackend, factory=None):
         device=device,
         gpu_jpeg=engine_gpu_jpeg(config),
         render_compile=config.render_compile,
+        render_graphs=config.render_graphs,
         factory=factory,
         faults=_faults(config),
     )
