@@ -123,7 +123,12 @@ def test_graphs_are_refused_off_cuda():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (runs on the device machine)")
 def test_graphed_batches_draw_what_eager_ones_draw(looks):
     """Captured on its key's second batch, then replayed for batches of other data: every
-    picture the same as the one drawn op by op, and a new key captured apart."""
+    picture what the same batch drawn op by op gives, a new key captured apart, and a batch of 3
+    padded to 4 (its frame of nobody not returned).
+
+    Not bit for bit: where a dilated triangle edge and its neighbour write one coarse pixel, the
+    GPU's scatter keeps either write (op by op too, from run to run); on an H200 that was 4-132
+    levels at 3-5 of every million values."""
     graphed = BatchRenderer("cuda")
     eager = BatchRenderer("cuda", graphs=False)
     rng = np.random.default_rng(1)
@@ -132,10 +137,13 @@ def test_graphed_batches_draw_what_eager_ones_draw(looks):
     batches = [(frames, _poses(4, shift=s, scale=1 + s / 1000), tee) for s in (0.0, 2.0, 4.0, 1.0)]
     layered = [[looks["trousers-denim"], looks["hoodie-grey"]]] * 4
     batches += [(frames.flip(0), _poses(4, shift=s), layered) for s in (0.0, 3.0, 5.0)]
+    batches += [(frames[:3], _poses(3, shift=s), tee[:3]) for s in (0.0, 2.0, 3.0)]
     for f, p, lk in batches:
         got = graphed.render(f, p, lk)
         want = eager.render(f, p, lk)
-        assert torch.equal(got, want)
+        assert got.shape == f.shape
+        assert (got != want).float().mean() < 1e-4
+        assert (got.int() - f.int()).abs().amax(dim=1).gt(0).sum() > 20_000  # the look was drawn
     replay = graphed.replay
-    assert replay.captures == 2 and replay.failures == 0
-    assert replay.replays == 5  # each key's second batch on
+    assert replay.captures == 3 and replay.failures == 0
+    assert replay.replays == 7  # each key's second batch on
