@@ -489,6 +489,25 @@ def test_render_compile_reaches_the_renderer_and_needs_triton_on_cuda(monkeypatc
         FrameEngine(StandingBackend(), device="cuda", render_compile=True)
 
 
+def test_render_graphs_reach_the_engine_and_only_on_cuda(monkeypatch):
+    """``--render-graphs``: off unless asked; asked, it reaches the engine's config, and an
+    engine off CUDA draws op by op (CUDA graphs exist only there)."""
+    from smartcloset import cli
+    from smartcloset.config import ServerConfig
+    from smartcloset.server import runner
+    from smartcloset.server.pipeline import build_engine
+
+    seen = {}
+    monkeypatch.setattr(runner, "serve", lambda cfg, log_level: seen.update(cfg=cfg))
+    assert cli.main(["serve", "--render", "batched", "--render-graphs"]) == 0
+    assert seen["cfg"].render_graphs and not ServerConfig().render_graphs
+    eng = build_engine(seen["cfg"], StandingBackend())
+    try:
+        assert eng.renderer.replay is None and eng.device.type == "cpu"
+    finally:
+        eng.stop()
+
+
 def test_a_link_whose_peer_stops_reading_never_blocks_and_keeps_each_clients_newest():
     """The engine process's (and a server process's) writes: a peer that reads nothing costs
     its clients their older frames - each client keeps its newest one waiting - and never

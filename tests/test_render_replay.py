@@ -127,9 +127,13 @@ def test_graphed_batches_draw_what_eager_ones_draw(looks):
     padded to 4 (its frame of nobody not returned).
 
     Not bit for bit: where a dilated triangle edge and its neighbour write one coarse pixel, the
-    GPU's scatter keeps either write (op by op too, from run to run); on an H200 that was 4-132
-    levels at 3-5 of every million values."""
-    graphed = BatchRenderer("cuda")
+    GPU's scatter keeps either write, op by op too and from run to run. So the graphed picture
+    may differ from the eager one by as much as two eager runs differ from each other (and a
+    millionth of the values more). On the H200 (stop 16) the graphed and eager renders of one
+    video batch differed in 3-5 values in a million; a first form of this test, a fixed 1e-4
+    share over all these batches, failed there at 6e-4 - which batch, and whether eager runs
+    differ as much, this form tells."""
+    graphed = BatchRenderer("cuda", graphs=True)
     eager = BatchRenderer("cuda", graphs=False)
     rng = np.random.default_rng(1)
     frames = torch.from_numpy(rng.integers(0, 255, (4, 3, 720, 1280), dtype=np.uint8)).cuda()
@@ -138,11 +142,16 @@ def test_graphed_batches_draw_what_eager_ones_draw(looks):
     layered = [[looks["trousers-denim"], looks["hoodie-grey"]]] * 4
     batches += [(frames.flip(0), _poses(4, shift=s), layered) for s in (0.0, 3.0, 5.0)]
     batches += [(frames[:3], _poses(3, shift=s), tee[:3]) for s in (0.0, 2.0, 3.0)]
-    for f, p, lk in batches:
+    for i, (f, p, lk) in enumerate(batches):
         got = graphed.render(f, p, lk)
         want = eager.render(f, p, lk)
+        again = eager.render(f, p, lk)
         assert got.shape == f.shape
-        assert (got != want).float().mean() < 1e-4
+        share = float((got != want).float().mean())
+        noise = float((again != want).float().mean())
+        assert share <= 2 * noise + 1e-6, (
+            f"batch {i}: {share:.2e} of values differ from eager (eager runs: {noise:.2e})"
+        )
         assert (got.int() - f.int()).abs().amax(dim=1).gt(0).sum() > 20_000  # the look was drawn
     replay = graphed.replay
     assert replay.captures == 3 and replay.failures == 0

@@ -282,10 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="--render batched: torch.compile the renderer's per-pixel steps (~20 s more at start; on CUDA needs Triton)",
     )
     s.add_argument(
-        "--no-render-graphs",
-        dest="render_graphs",
-        action="store_false",
-        help="--render batched on CUDA: draw every batch op by op, not by replaying CUDA graphs (to compare)",
+        "--render-graphs",
+        action="store_true",
+        help="--render batched on CUDA: replay each batch's draw as a CUDA graph (experimental: "
+        "faster for a few clients, slower for many; docs/performance.md, stop 16)",
     )
     bench = s.add_argument_group("benchmarking only")
     bench.add_argument("--transport-only", action="store_true", help="echo frames: measure the transport alone")

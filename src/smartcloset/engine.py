@@ -92,7 +92,7 @@ class FrameEngine(PoseWorker):
         renderer: BatchRenderer | None = None,
         gpu_jpeg: str = "auto",
         render_compile: bool = False,
-        render_graphs: bool = True,
+        render_graphs: bool = False,
         **worker_options,
     ) -> None:
         super().__init__(backend, config, limits, **worker_options)

@@ -415,7 +415,7 @@ def compiled_steps() -> _Steps:
 class BatchRenderer:
     """Renders looks onto a batch of RGB frames on one torch device; with ``compile``, its
     per-pixel steps run through torch.compile (``compiled_steps``; call ``warm_up`` first); with
-    ``graphs`` (the default on CUDA), batches whose plan was seen before replay a CUDA graph
+    ``graphs`` (CUDA only), batches whose plan was seen before replay a CUDA graph
     (``replay.GraphReplay``)."""
 
     def __init__(
@@ -433,9 +433,10 @@ class BatchRenderer:
         self.shading = shading
         self.compiled = compile
         self._steps = compiled_steps() if compile else _EAGER
-        # CUDA graphs of the draws (render/replay.py): by default on CUDA, eager steps only.
+        # CUDA graphs of the draws (render/replay.py): on CUDA, eager steps only; off by default
+        # (ServerConfig.render_graphs says why).
         if graphs is None:
-            graphs = self.device.type == "cuda" and not compile
+            graphs = False
         if graphs and (self.device.type != "cuda" or compile):
             raise ValueError("render graphs need a CUDA device and the eager (not compiled) steps")
         self.replay = GraphReplay(self) if graphs else None
