@@ -15,9 +15,11 @@ frames) are copied into the graph's own input tensors.
   memory pool, replayed one at a time on its stream.
 * A key is captured the second time it is seen (a batch's make-up can be one-off), at most
   ``limit`` graphs a thread (least recently used go). Batches are padded to a power of two
-  (``BatchRenderer.render``): at 64 clients, unpadded batch sizes of 1-16 times the boxes made
-  more keys than the graphs kept, and captures ate the gain (H200: 1,761-1,783 frames/s drawn
-  against 1,868 op by op, 36 GB of GPU memory against 18).
+  (``BatchRenderer.render``), so that batch sizes of 9-16 share keys.
+* Off by default (``ServerConfig.render_graphs``): on an H200 one client's p95 fell from 14.8
+  to 8.8 ms, but 64 clients in engine processes drew fewer frames with graphs, unpadded
+  (1,761-1,783/s against 1,868) and padded (1,730-1,792/s against 1,880), holding twice the GPU
+  memory (docs/performance.md, "Stop 16").
 * A capture that fails leaves that key to the eager path, and three failures turn replay off:
   a graph is an optimisation, never a reason to lose a frame.
 """
