@@ -59,7 +59,7 @@ def main() -> None:
     torch.manual_seed(0)
     backend = StandInPose(RTMPoseBackend("rtmpose-m", "cuda", weights=False, detector=FullFrameDetector()))
     look = [GarmentAnnotator(Closet(user_dir="/nonexistent").get("tshirt-navy"))]
-    renderer = BatchRenderer(dev, compile=args.render_compile)  # on CUDA, eager steps: CUDA graphs
+    renderer = BatchRenderer(dev, compile=args.render_compile, graphs=not args.render_compile)  # CUDA graphs
     eager = BatchRenderer(dev, graphs=False)  # op by op, side by side
     compile_s = None
     if args.render_compile:
