@@ -116,8 +116,7 @@ class _Packer:
         self._size = 0
 
     def add(self, a: np.ndarray) -> int:
-        """Adds ``a`` (float32; its bits are kept, so int32 bit patterns pass too) and returns
-        its offset."""
+        """Adds ``a`` (as float32) and returns its offset."""
         a = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
         at = self._size
         self._parts.append(a)
@@ -425,7 +424,7 @@ class BatchRenderer:
         occlusion=True,
         shading=True,
         compile: bool = False,
-        graphs: bool | None = None,
+        graphs: bool = False,
     ) -> None:
         self.device = torch.device(device)
         self.map_step = max(1, int(map_step))
@@ -435,8 +434,6 @@ class BatchRenderer:
         self._steps = compiled_steps() if compile else _EAGER
         # CUDA graphs of the draws (render/replay.py): on CUDA, eager steps only; off by default
         # (ServerConfig.render_graphs says why).
-        if graphs is None:
-            graphs = False
         if graphs and (self.device.type != "cuda" or compile):
             raise ValueError("render graphs need a CUDA device and the eager (not compiled) steps")
         self.replay = GraphReplay(self) if graphs else None
@@ -445,6 +442,12 @@ class BatchRenderer:
         self._lattice = self.map_step * max(1, round(64 / self.map_step))
         self._meshes = _GarmentCache()  # id(garment) -> _Mesh
         self._textures = _GarmentCache()  # (id(garment), level) -> (1, 4, h, w) RGBA
+
+    def _round_out(self, box: tuple, size: tuple[int, int]) -> tuple[int, int, int, int]:
+        """``box`` (x0, y0, x1, y1) rounded out to the box lattice, inside the frame (w, h)."""
+        q = self._lattice
+        x0, y0, x1, y1 = (int(v) for v in box)
+        return x0 // q * q, y0 // q * q, min(-(-x1 // q) * q, size[0]), min(-(-y1 // q) * q, size[1])
 
     def _mesh(self, annotator: GarmentAnnotator) -> _Mesh:
         return self._meshes.get(annotator, id(annotator), lambda: self._build_mesh(annotator))
@@ -524,25 +527,20 @@ class BatchRenderer:
         """``frames`` (B, 3, H, W) uint8 RGB on this device; a look per frame, bottom layer first.
         Returns the rendered frames, (B, 3, H, W) uint8."""
         b = frames.shape[0]
-        if self.replay is not None and self.replay.enabled:
-            # Graphs replay per batch size: sizes go up to a power of two with frames of nobody
-            # (drawn as they are, then dropped), so a busy server's batches of 9-16 share keys.
-            n = 1 << (b - 1).bit_length()
-            poses = [*poses, *[_NOBODY] * (n - b)]
-            looks = [*looks, *[()] * (n - b)]
-            plan = self.plan((n, *frames.shape[1:]), poses, looks)
-            if plan is None:
-                return frames
-            out = self.replay.draw(frames, plan)
-            if out is not None:
-                return out[:b]
-            if n > b:
-                frames = torch.cat([frames, frames.new_zeros((n - b, *frames.shape[1:]))])
-            return self._draw(frames, plan, torch.from_numpy(plan.data).to(self.device, non_blocking=True))[:b]
-        plan = self.plan(tuple(frames.shape), poses, looks)
+        replay = self.replay if self.replay is not None and self.replay.enabled else None
+        # Graphs replay per batch size: sizes go up to a power of two with frames of nobody
+        # (drawn as they are, then dropped), so a busy server's batches of 9-16 share keys.
+        n = 1 << (b - 1).bit_length() if replay is not None else b
+        plan = self.plan((n, *frames.shape[1:]), [*poses, *[_NOBODY] * (n - b)], [*looks, *[()] * (n - b)])
         if plan is None:
             return frames
-        return self._draw(frames, plan, torch.from_numpy(plan.data).to(self.device, non_blocking=True))
+        if replay is not None:
+            out = replay.draw(frames, plan)
+            if out is not None:
+                return out
+        if n > b:
+            frames = torch.cat([frames, frames.new_zeros((n - b, *frames.shape[1:]))])
+        return self._draw(frames, plan, torch.from_numpy(plan.data).to(self.device, non_blocking=True))[:b]
 
     def plan(
         self, shape: tuple[int, ...], poses: Sequence[TimedKeypoints], looks: Sequence[Sequence[GarmentAnnotator]]
@@ -634,7 +632,7 @@ class BatchRenderer:
         flags_d = data[plan.flags_at : plan.flags_at + len(plan.steps) * b].view(len(plan.steps), b)
         index_d = data[plan.index_at : plan.index_at + plan.n_index].long()
         for k, (restore, start, count, every) in enumerate(plan.steps):
-            if restore and arms is not None:
+            if restore:  # only where the plan has arms
                 mask, (x0, y0) = arms
                 box = (slice(None), slice(None), slice(y0, y0 + mask.shape[2]), slice(x0, x0 + mask.shape[3]))
                 self._steps.restore(canvas[box], frames[box], mask, flags_d[k])
@@ -667,8 +665,7 @@ class BatchRenderer:
         x1, y1 = np.ceil(np.minimum(pts.max(axis=0) + pad, (w, h))).astype(int)
         if x1 <= x0 or y1 <= y0:
             return None
-        q = self._lattice
-        x0, y0, x1, y1 = x0 // q * q, y0 // q * q, min(-(-x1 // q) * q, w), min(-(-y1 // q) * q, h)
+        x0, y0, x1, y1 = self._round_out((x0, y0, x1, y1), (w, h))
         seg[:, :, [0, 2]] -= x0
         seg[:, :, [1, 3]] -= y0
         used_segments = max(1, int((seg[:, :, 4] > 0).sum(axis=1).max()))  # only as many as used
@@ -738,32 +735,22 @@ class BatchRenderer:
         x1, y1 = min(int(np.ceil(hi[0])) + 1, w), min(int(np.ceil(hi[1])) + 1, h)
         if x1 <= x0 or y1 <= y0:
             return None
-        q = self._lattice
-        x0, y0, x1, y1 = x0 // q * q, y0 // q * q, min(-(-x1 // q) * q, w), min(-(-y1 // q) * q, h)
+        x0, y0, x1, y1 = self._round_out((x0, y0, x1, y1), (w, h))
         bw, bh = x1 - x0, y1 - y0
         gw, gh = (bw + s - 1) // s + 1, (bh + s - 1) // s + 1
         inv = np.float32(1.0 / s)
-        # Corner c's coarse-grid x and y, and its texture x and y, over every triangle (warp-major).
-        dst = [
-            tuple(
-                np.concatenate([((p[a][:, c] - np.float32(o)) * inv).reshape(-1) for p in corners])
-                for a, o in ((0, x0), (1, y0))
-            )
+        # The triangles' corners as 13 rows over every triangle (warp-major): x0 y0 x1 y1 x2 y2 on
+        # the coarse grid, u0 v0 u1 v1 u2 v2 in the texture, the warp. Their rasteriser terms are
+        # worked out on the device (``_coverage``).
+        rows = [
+            np.concatenate([((p[a][:, c] - np.float32(o)) * inv).reshape(-1) for p in corners])
             for c in range(3)
+            for a, o in ((0, x0), (1, y0))
         ]
-        src = [tuple(np.concatenate([t[c][a].reshape(-1) for t in tex]) for a in (0, 1)) for c in range(3)]
-        # The triangles' corners as 13 rows (x0 y0 x1 y1 x2 y2 u0 v0 u1 v1 u2 v2 warp): their
-        # rasteriser terms are worked out on the device (``_coverage``).
-        corners_at = data.add(
-            np.stack(
-                [
-                    *(p for pair in dst for p in pair),
-                    *(p for pair in src for p in pair),
-                    np.concatenate(owners).astype(np.float32),
-                ]
-            )
-        )
-        n_tri = len(dst[0][0])
+        rows += [np.concatenate([t[c][a].reshape(-1) for t in tex]) for c in range(3) for a in (0, 1)]
+        rows.append(np.concatenate(owners).astype(np.float32))
+        corners_at = data.add(np.stack(rows))
+        n_tri = len(rows[0])
         # + 1 for the end pixel, + 1 for rounding at a cell border, and the dilation both ways.
         window = min(int(span) + 2 + 2 * math.ceil(DILATE), max(gw, gh))
         k = 1 << max(3, (window - 1).bit_length()) if window > 0 else 0

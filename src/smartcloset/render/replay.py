@@ -46,8 +46,8 @@ class _Graph:
     staging: torch.Tensor  # input: the plan's data, pinned host memory
     data: torch.Tensor  # input: the plan's data on the device
     out: torch.Tensor  # output: (B, 3, H, W) uint8
-    keep: list = field(default_factory=list)  # what the graph reads by address: textures, garments
-    copied: torch.cuda.Event | None = None  # the last staging -> device copy
+    keep: list  # what the graph reads by address: textures, garments
+    copied: torch.cuda.Event = field(default_factory=torch.cuda.Event)  # the last staging -> device copy
 
 
 class _Thread:
@@ -119,7 +119,8 @@ class GraphReplay:
             t.graphs.move_to_end(key)
             self._load(entry, frames, plan)
             entry.graph.replay()
-        self.replays += 1
+        with self._lock:
+            self.replays += 1
         # A tensor of the caller's own (the graph's output is rewritten by its next replay), less
         # the frames that pad the batch.
         return entry.out[: len(frames)].clone()
@@ -127,13 +128,10 @@ class GraphReplay:
     @staticmethod
     def _load(entry: _Graph, frames: torch.Tensor, plan) -> None:
         """The batch's frames and data into the graph's inputs, on the current stream."""
-        if entry.copied is not None:
-            entry.copied.synchronize()  # the staging buffer's last copy is done: it may be rewritten
+        entry.copied.synchronize()  # the staging buffer's last copy is done: it may be rewritten
         entry.staging.numpy()[:] = plan.data
         entry.frames[: len(frames)].copy_(frames)  # frames past them pad the batch: never shown
         entry.data.copy_(entry.staging, non_blocking=True)
-        if entry.copied is None:
-            entry.copied = torch.cuda.Event()
         entry.copied.record()
 
     def _capture(self, t: _Thread, frames: torch.Tensor, plan) -> _Graph | None:
@@ -143,29 +141,27 @@ class GraphReplay:
             if t.stream is None:
                 t.stream = torch.cuda.Stream(device)
                 t.pool = torch.cuda.graph_pool_handle()
-            entry = _Graph(
-                torch.cuda.CUDAGraph(),
-                torch.cat([frames, frames.new_zeros((plan.shape[0] - len(frames), *frames.shape[1:]))]),
-                torch.from_numpy(np.array(plan.data)).pin_memory(),
-                torch.empty(len(plan.data), dtype=torch.float32, device=device),
-                frames,  # replaced by the captured output below
-            )
-            entry.data.copy_(entry.staging, non_blocking=True)
+            static = torch.cat([frames, frames.new_zeros((plan.shape[0] - len(frames), *frames.shape[1:]))])
+            staging = torch.from_numpy(np.array(plan.data)).pin_memory()
+            data = torch.empty(len(plan.data), dtype=torch.float32, device=device)
+            data.copy_(staging, non_blocking=True)
             # Once eagerly first: what the draw makes lazily (textures, kernels, cuDNN's plans)
             # is made outside the capture.
-            renderer._draw(entry.frames, plan, entry.data)
-            if plan.warp is not None:
-                entry.keep = [(a, renderer.texture(a, level)) for a, level, _, _ in plan.warp.textures]
+            renderer._draw(static, plan, data)
+            keep = [] if plan.warp is None else [(a, renderer.texture(a, lv)) for a, lv, _, _ in plan.warp.textures]
+            graph = torch.cuda.CUDAGraph()
             current = torch.cuda.current_stream(device)
             t.stream.wait_stream(current)
             with torch.cuda.stream(t.stream):
-                entry.graph.capture_begin(pool=t.pool, capture_error_mode="thread_local")
+                graph.capture_begin(pool=t.pool, capture_error_mode="thread_local")
                 try:
-                    entry.out = renderer._draw(entry.frames, plan, entry.data)
+                    out = renderer._draw(static, plan, data)
                 finally:
-                    entry.graph.capture_end()
+                    graph.capture_end()
             current.wait_stream(t.stream)
-            entry.graph.replay()  # the batch it was captured from
+            graph.replay()  # the batch it was captured from
+            entry = _Graph(graph, static, staging, data, out, keep)
+            entry.copied.record()  # after the staging buffer's first copy
         except Exception:
             t.failed.add(plan.key)
             with self._lock:
