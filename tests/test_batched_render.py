@@ -22,7 +22,7 @@ from smartcloset.closet.store import Closet  # noqa: E402
 from smartcloset.pose.simulate import standing_keypoints  # noqa: E402
 from smartcloset.pose.timeline import TimedKeypoints  # noqa: E402
 from smartcloset.render.annotators import GarmentAnnotator, LookAnnotator  # noqa: E402
-from smartcloset.render.batched import BatchRenderer, frames_to_tensor  # noqa: E402
+from smartcloset.render.batched import BatchRenderer, _gaussian_kernel, frames_to_tensor  # noqa: E402
 
 MEAN_TOLERANCE = 0.5
 EDGE_SHARE = 0.005
@@ -101,6 +101,19 @@ def test_batch_equals_single_frames(closet, frame):
     for got, alone in zip(together, alone_all):
         d = np.abs(got.astype(np.int16) - alone.astype(np.int16))
         assert d.max() <= 1 and (d > 0).mean() < 1e-3, f"max {d.max()}, {(d > 0).sum()} values differ"
+
+
+@pytest.mark.parametrize("region", [(64, 128, 448, 576), (0, 0, 320, 256), (896, 448, 1280, 720), (0, 0, 1280, 720)])
+def test_shading_worked_out_over_a_region_is_the_whole_frames_there(frame, region):
+    """The renderer shades only the garments' region (and a margin the blurs reach across):
+    the factor there must be what the whole frame's shading gives, at the frame's edges too."""
+    frames = frames_to_tensor([cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)], "cpu")
+    renderer = BatchRenderer("cpu")
+    x0, y0, x1, y1 = region
+    whole = renderer._steps.shading(frames, _gaussian_kernel(1.0, frames.device), _gaussian_kernel(4.0, frames.device))
+    got = renderer._shading(frames, region)
+    assert got.shape == (1, 1, y1 - y0, x1 - x0)
+    np.testing.assert_allclose(got.numpy(), whole[:, :, y0:y1, x0:x1].numpy(), atol=1e-5)
 
 
 def test_no_person_or_no_look_leaves_the_frame_untouched(closet, frame):

@@ -367,6 +367,29 @@ def test_person_mask_trims_the_arm_to_the_person():
     assert arm_mask(kp, (720, 1280)) is None  # no confident forearm, nothing restored
 
 
+def test_arm_capsules_of_a_batch_are_each_bodys_own_seen_ones_first():
+    """The batched renderer takes every frame's arms in one array call: each body's rows must be
+    what it gets alone - the seen forearm and hand of each side, left first, none for a body
+    whose shoulders are not seen."""
+    from smartcloset.render.occlusion import arm_capsules, arm_segments
+
+    both = standing_keypoints()
+    right_only = standing_keypoints(1.1, 40)
+    right_only[KP["left_wrist"], 2] = 0.1
+    no_shoulders = standing_keypoints()
+    no_shoulders[KP["left_shoulder"], 2] = 0.2
+    caps, count = arm_capsules(np.stack([both, right_only, no_shoulders]))
+    assert count.tolist() == [4, 2, 0] and caps.shape == (3, 4, 5)
+    for body, c, n in zip((both, right_only, no_shoulders), caps, count):
+        alone = arm_segments(body)
+        assert len(alone) == n and not c[n:].any()
+        for (start, end, width), row in zip(alone, c):
+            assert np.array_equal(row[:4], [*start, *end]) and row[4] == width
+    right = right_only[[KP["right_elbow"], KP["right_wrist"]], :2]
+    assert np.array_equal(caps[1, 0, :4], right.reshape(-1))  # the right forearm, first
+    assert caps[1, 1, 4] == pytest.approx(1.1 * caps[1, 0, 4])  # and its hand, a little wider
+
+
 def test_shading_follows_the_folds_of_the_frame_and_keeps_the_colour():
     from smartcloset.render.shading import shade, shading_map
 

@@ -1,7 +1,7 @@
 """The look drawn for a whole batch of frames at once, in PyTorch - the server's GPU renderer.
 
 The same picture as the CPU renderer (``LookAnnotator``), from the same geometry
-(``GarmentAnnotator.placement``, ``occlusion.arm_segments``), with every per-pixel step done on
+(``GarmentAnnotator.placement``, ``occlusion.arm_capsules``), with every per-pixel step done on
 the frames' device for all frames of the batch together:
 
 * **warp**: each mesh layer is rasterised on a grid ``map_step`` times coarser than the frame,
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from ..pose.timeline import TimedKeypoints
 from .annotators import GarmentAnnotator
-from .occlusion import arm_segments
+from .occlusion import arm_capsules
 from .replay import GraphReplay
 from .shading import LIMITS, STRENGTH
 from .warp import _OUTSIDE
@@ -96,12 +96,17 @@ class _GarmentCache:
 class _Mesh:
     """A garment's mesh as the host skins it, made once: the skinning and the triangles' corners
     are a few hundred vertices a body, cheap in NumPy - and on the host their bounds (the box and
-    window the rasteriser needs) are known without waiting for the GPU."""
+    window the rasteriser needs) are known without waiting for the GPU. Its triangles are kept
+    as one array over every layer (``triangles``, ``layer``, ``texture``), so that a batch's
+    bodies wearing it are one block of array operations, whatever its layers."""
 
     vertices: np.ndarray  # (3, N) float32 homogeneous garment pixels, one column a vertex
     weights: np.ndarray  # (P, N) float32 part weights
-    layers: list[np.ndarray]  # (T, 3) triangles per layer
-    corners: list[np.ndarray]  # (T, 3, 2) float32 each layer's triangles in garment pixels (pyramid level 0)
+    body: tuple[int, ...]  # the layers drawn under the arms
+    sleeves: tuple[int, ...]  # and over them
+    triangles: np.ndarray  # (3, T) vertex indices of every layer's triangles, layer by layer
+    layer: np.ndarray  # (T,) int64 the layer of each
+    texture: np.ndarray  # (6, T) float32 their corners in garment pixels (level 0): u0 v0 u1 v1 u2 v2
 
 
 _RESTORE = "restore"
@@ -165,6 +170,7 @@ class _Plan:
     flags_at: int
     index_at: int
     n_index: int
+    region: tuple[int, int, int, int]  # (x0, y0, x1, y1): what the draw touches, the boxes' union
 
 
 # Per triangle, what the rasteriser needs (``_coverage``), in these float32 columns.
@@ -455,12 +461,17 @@ class BatchRenderer:
     def _build_mesh(self, annotator: GarmentAnnotator) -> _Mesh:
         mesh = annotator.mesh
         v = np.concatenate([mesh.vertices, np.ones((len(mesh.vertices), 1))], axis=1)
-        layers = [np.ascontiguousarray(t, dtype=np.int64) for _, t in annotator.layers]
+        kinds = [kind for kind, _ in annotator.layers]
+        tris = np.concatenate([np.asarray(t, np.int64) for _, t in annotator.layers])  # (T, 3)
+        layer = np.concatenate([np.full(len(t), i, np.int64) for i, (_, t) in enumerate(annotator.layers)])
         return _Mesh(
             np.ascontiguousarray(v.T, dtype=np.float32),
             np.stack(list(mesh.weights.values())).astype(np.float32),
-            layers,
-            [mesh.vertices[t].astype(np.float32) for t in layers],
+            tuple(i for i, k in enumerate(kinds) if k == "body"),
+            tuple(i for i, k in enumerate(kinds) if k == "sleeve"),
+            np.ascontiguousarray(tris.T),
+            layer,
+            np.ascontiguousarray(mesh.vertices[tris].astype(np.float32).reshape(-1, 6).T),
         )
 
     def _skin(self, rigs: list[tuple[GarmentAnnotator, np.ndarray]]) -> dict[int, np.ndarray]:
@@ -549,44 +560,45 @@ class BatchRenderer:
         None when nothing is drawn on any frame."""
         b, _, h, w = shape
         steps: list[list] = []
-        segments: list[list] = []
         rigs: list[tuple[GarmentAnnotator, np.ndarray]] = []
         rows: dict[int, int] = {}  # next rig row per garment
-        # Every garment bound to all the bodies wearing it in one go (array operations).
+        # Every garment bound to all the bodies wearing it in one go (array operations), and
+        # every body's arms.
         wearers: dict[int, tuple[GarmentAnnotator, list[int]]] = {}
-        for f in range(b):
-            if poses[f].keypoints is not None:
-                for g in looks[f]:
-                    wearers.setdefault(id(g), (g, []))[1].append(f)
+        dressed = [f for f in range(b) if poses[f].keypoints is not None and looks[f]]
+        for f in dressed:
+            for g in looks[f]:
+                wearers.setdefault(id(g), (g, []))[1].append(f)
         bound = {
             (key, f): rig
             for key, (g, fs) in wearers.items()
             for f, rig in zip(fs, g.rigs([poses[f].keypoints for f in fs]))
         }
+        capsules, count = np.zeros((b, MAX_SEGMENTS, 5)), np.zeros(b, np.int64)
+        if self.occlusion and dressed:
+            capsules[dressed], count[dressed] = arm_capsules(np.stack([poses[f].keypoints for f in dressed]))
         for f in range(b):
-            kp = poses[f].keypoints
             plan: list = []
-            segs = arm_segments(kp) if (kp is not None and self.occlusion) else []
-            if kp is not None:
-                for g in looks[f]:
-                    rig = bound[(id(g), f)]
-                    if rig is None:
-                        continue
-                    row = rows.get(id(g), 0)
-                    rows[id(g)] = row + 1
-                    rigs.append((g, rig.matrices))
-                    kinds = [kind for kind, _ in g.layers]
-                    plan += [_Warp(f, g, rig.level, row, i) for i, k in enumerate(kinds) if k == "body"]
-                    if segs:
-                        plan.append(_RESTORE)
-                    plan += [_Warp(f, g, rig.level, row, i) for i, k in enumerate(kinds) if k == "sleeve"]
+            for g in looks[f] if poses[f].keypoints is not None else ():
+                rig = bound[(id(g), f)]
+                if rig is None:
+                    continue
+                m = self._mesh(g)
+                row = rows.get(id(g), 0)
+                rows[id(g)] = row + 1
+                rigs.append((g, rig.matrices))
+                plan += [_Warp(f, g, rig.level, row, i) for i in m.body]
+                if count[f]:
+                    plan.append(_RESTORE)
+                plan += [_Warp(f, g, rig.level, row, i) for i in m.sleeves]
             steps.append(plan)
-            segments.append(segs)
         if not any(steps):
             return None
         data = _Packer()
-        arms = self._plan_arms(segments, (h, w), data) if any(segments) else None
-        masks = [p.mask if (segs and p.mask is not None) else None for p, segs in zip(poses, segments)]
+        restores = np.array([_RESTORE in p for p in steps])
+        count[~restores] = 0  # the arms of frames that draw nothing under them are not needed
+        arms = self._plan_arms(capsules, count, (h, w), data) if restores.any() else None
+        masks = [p.mask if r else None for p, r in zip(poses, restores)]
         # Every layer of every frame warped at once (one rasterisation, one texture sample per
         # garment level); the steps only composite them, in each frame's order.
         warps = [j for p in steps for j in p if isinstance(j, _Warp)]
@@ -618,15 +630,32 @@ class BatchRenderer:
             if not any(m is not None for m in masks)
             else None  # a person mask is an upload of its own: not replayed
         )
-        return _Plan(key, shape, data.array(), arms, masks, warp, layout, flags_at, index_at, len(index))
+        boxes = [bx for bx in (warp and warp.box, arms and arms[:4]) if bx]
+        region = (
+            (
+                min(bx[0] for bx in boxes),
+                min(bx[1] for bx in boxes),
+                max(bx[2] for bx in boxes),
+                max(bx[3] for bx in boxes),
+            )
+            if boxes
+            else (0, 0, 0, 0)
+        )
+        return _Plan(key, shape, data.array(), arms, masks, warp, layout, flags_at, index_at, len(index), region)
 
     # -- the device's part ---------------------------------------------------------------------
     def _draw(self, frames: torch.Tensor, plan: _Plan, data: torch.Tensor) -> torch.Tensor:
         """The batch drawn on the device from its ``plan`` and the plan's ``data`` there: only
-        device operations, their shapes fixed by ``plan.key``."""
+        device operations, their shapes fixed by ``plan.key``. Only the plan's region (the
+        garments' and arms' boxes) is worked in float - a person's torso is a fifth of a frame,
+        and the whole frame's conversions were the render's largest kernels."""
         b, _, h, w = plan.shape
-        canvas = frames.float()
-        factor = self._shading(frames) if self.shading else None
+        out = frames.clone()
+        rx0, ry0, rx1, ry1 = plan.region
+        if rx1 <= rx0 or ry1 <= ry0:
+            return out
+        canvas = frames[:, :, ry0:ry1, rx0:rx1].float()
+        factor = self._shading(frames, plan.region) if self.shading else None
         arms = self._arms(plan, data, (h, w)) if plan.arms is not None else None
         drawn = self._warp_all(plan.warp, data) if plan.warp is not None else None
         flags_d = data[plan.flags_at : plan.flags_at + len(plan.steps) * b].view(len(plan.steps), b)
@@ -634,31 +663,58 @@ class BatchRenderer:
         for k, (restore, start, count, every) in enumerate(plan.steps):
             if restore:  # only where the plan has arms
                 mask, (x0, y0) = arms
-                box = (slice(None), slice(None), slice(y0, y0 + mask.shape[2]), slice(x0, x0 + mask.shape[3]))
-                self._steps.restore(canvas[box], frames[box], mask, flags_d[k])
+                y, x = slice(y0, y0 + mask.shape[2]), slice(x0, x0 + mask.shape[3])
+                here = (
+                    slice(None),
+                    slice(None),
+                    slice(y.start - ry0, y.stop - ry0),
+                    slice(x.start - rx0, x.stop - rx0),
+                )
+                self._steps.restore(canvas[here], frames[:, :, y, x], mask, flags_d[k])
             if count and drawn is not None:
                 pos = index_d[start : start + count]
                 dest = None if every else index_d[start + count : start + 2 * count]
-                self._composite(canvas, drawn, pos, dest, factor)
-        return self._steps.to_uint8(canvas)
+                self._composite(canvas, drawn, pos, dest, factor, (rx0, ry0))
+        out[:, :, ry0:ry1, rx0:rx1] = self._steps.to_uint8(canvas)
+        return out
 
     # -- shading -------------------------------------------------------------------------------
-    def _shading(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W) factor multiplying the garment's colour, from the frame's fine detail."""
-        return self._steps.shading(frames, _gaussian_kernel(1.0, frames.device), _gaussian_kernel(4.0, frames.device))
+    def _shading(self, frames: torch.Tensor, region: tuple[int, int, int, int]) -> torch.Tensor:
+        """(B, 1, rh, rw) factor multiplying the garment's colour over ``region``, from the
+        frame's fine detail: worked out on the region and a margin the blurs cannot see across
+        (frame sizes in multiples of 4 - the quarter-size grid lines up), the same values as
+        over the whole frame."""
+        k_fine, k_coarse = _gaussian_kernel(1.0, frames.device), _gaussian_kernel(4.0, frames.device)
+        h, w = frames.shape[-2:]
+        x0, y0, x1, y1 = region
+        if h % 4 or w % 4 or x0 % 4 or y0 % 4:
+            return self._steps.shading(frames, k_fine, k_coarse)[:, :, y0:y1, x0:x1]
+        # Quarter-size pixels the coarse blur reaches, + 1 for the upsampling, + 1 spare.
+        m = 4 * (len(k_coarse) // 2 + 2)
+        cx0, cy0, cx1, cy1 = (
+            max(x0 - m, 0),
+            max(y0 - m, 0),
+            min(-(-(x1 + m) // 4) * 4, w),
+            min(-(-(y1 + m) // 4) * 4, h),
+        )
+        factor = self._steps.shading(frames[:, :, cy0:cy1, cx0:cx1], k_fine, k_coarse)
+        return factor[:, :, y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0]
 
     # -- arms ----------------------------------------------------------------------------------
-    def _plan_arms(self, segments: list[list], shape: tuple[int, int], data: _Packer) -> tuple | None:
+    def _plan_arms(
+        self, capsules: np.ndarray, count: np.ndarray, shape: tuple[int, int], data: _Packer
+    ) -> tuple | None:
         """The batch's arms box (x0, y0, x1, y1) on the box lattice (``_lattice``), how many
         segments a frame has at most, and where their (B, S, 5) segments (ax, ay, bx, by, radius;
-        0: none; box pixels) are in the data; None when the box is empty."""
-        b = len(segments)
+        0: none; box pixels) are in the data; None when the box is empty. ``capsules`` and
+        ``count``: each frame's, as ``occlusion.arm_capsules`` gives them."""
         h, w = shape
-        seg = np.zeros((b, MAX_SEGMENTS, 5), np.float32)
-        for f, segs in enumerate(segments):
-            for i, (a, e, width) in enumerate(segs[:MAX_SEGMENTS]):
-                seg[f, i] = (*a, *e, max(2, int(width)) / 2)
-        used = seg[seg[:, :, 4] > 0]
+        seg = np.zeros(capsules.shape, np.float32)
+        present = np.arange(capsules.shape[1])[None] < count[:, None]
+        seg[:, :, :4] = capsules[:, :, :4]
+        # The CPU mask's line thickness, max(2, int(width)), as a radius.
+        seg[:, :, 4] = np.where(present, np.maximum(2.0, np.floor(capsules[:, :, 4])) / 2, 0.0)
+        used = seg[present]
         pad = float(used[:, 4].max()) + 2
         pts = np.concatenate([used[:, 0:2], used[:, 2:4]])
         x0, y0 = np.floor(np.maximum(pts.min(axis=0) - pad, 0)).astype(int)
@@ -668,7 +724,8 @@ class BatchRenderer:
         x0, y0, x1, y1 = self._round_out((x0, y0, x1, y1), (w, h))
         seg[:, :, [0, 2]] -= x0
         seg[:, :, [1, 3]] -= y0
-        used_segments = max(1, int((seg[:, :, 4] > 0).sum(axis=1).max()))  # only as many as used
+        seg[~present] = 0.0
+        used_segments = max(1, int(count.max()))  # only as many as used
         at = data.add(seg[:, :used_segments])
         return (int(x0), int(y0), int(x1), int(y1), used_segments, at)
 
@@ -694,40 +751,39 @@ class BatchRenderer:
         terms added to the data; None when nothing lands in the frame."""
         h, w = shape
         s = self.map_step
-        # Per (garment, layer): the triangles of every frame wearing it, in frame pixels.
-        groups: dict[tuple[int, int], list[int]] = {}
+        # Per garment, one block over every body wearing it (rows of its rigs) and every
+        # triangle of its mesh (all layers): the corners in frame pixels as x and y planes
+        # (R, 3, T), and the warp each triangle belongs to - its body's warp of its layer. Every
+        # body wearing a garment has a warp for each of its layers (``plan``).
+        blocks = []  # (mesh, corners (R, 3, 2, T), warp (R, T), texture scale (R,))
         for i, j in enumerate(warps):
-            groups.setdefault((id(j.annotator), j.layer), []).append(i)
-        # Every warp's triangles, in frame pixels (dst) and texture pixels (src), and the warp
-        # each belongs to. Per group, its triangles' corners as x and y planes (J, 3, T) and its
-        # texture corners as (J, T) planes per corner and axis: whole-array operations.
-        corners, tex, owners = [], [], []
-        for (key, layer), idx in groups.items():
-            m = self._mesh(warps[idx[0]].annotator)
-            v = skinned[key][[warps[i].rig for i in idx]]  # (J, 2, N)
-            tris = m.layers[layer].T  # (3, T)
-            corners.append((np.take(v[:, 0], tris, axis=1), np.take(v[:, 1], tris, axis=1)))
-            scale = np.array([2.0 ** -warps[i].level for i in idx], np.float32)[:, None]
-            tex.append([[scale * m.corners[layer][None, :, c, a] for a in (0, 1)] for c in range(3)])
-            owners.append(np.repeat(np.asarray(idx, np.int64), tris.shape[1]))
-
-        def corner_min(a: np.ndarray) -> np.ndarray:  # (J, 3, T) -> (J, T)
-            return np.minimum(np.minimum(a[:, 0], a[:, 1]), a[:, 2])
-
-        def corner_max(a: np.ndarray) -> np.ndarray:
-            return np.maximum(np.maximum(a[:, 0], a[:, 1]), a[:, 2])
-
-        if not all(np.isfinite(xs).all() and np.isfinite(ys).all() for xs, ys in corners):
-            return None
+            if not blocks or blocks[-1][0] is not j.annotator:
+                m = self._mesh(j.annotator)
+                n_rigs = skinned[id(j.annotator)].shape[0]
+                blocks.append([j.annotator, m, np.zeros((n_rigs, m.layer.max() + 1), np.int64), np.ones(n_rigs)])
+            _, _, owner, scale = blocks[-1]
+            owner[j.rig, j.layer] = i
+            scale[j.rig] = 2.0**-j.level
+        planes = []  # per block: its corners (R, 2, 3, T), and their least and greatest (R, 2, T)
+        for ann, m, _, _ in blocks:
+            v = skinned[id(ann)]  # (R, 2, N)
+            p = np.take(v, m.triangles.reshape(-1), axis=2).reshape(*v.shape[:2], *m.triangles.shape)
+            if not np.isfinite(p).all():
+                return None
+            planes.append(
+                (
+                    p,
+                    np.minimum(np.minimum(p[:, :, 0], p[:, :, 1]), p[:, :, 2]),
+                    np.maximum(np.maximum(p[:, :, 0], p[:, :, 1]), p[:, :, 2]),
+                )
+            )
         # The largest triangle's extent on the coarse grid bounds the window every triangle
         # tests: the grid's origin is a multiple of the step, so floor/ceil of p / step give it
         # without knowing the box.
-        span, lo, hi = 0.0, [math.inf, math.inf], [-math.inf, -math.inf]
-        for plane in corners:
-            for axis, a in enumerate(plane):
-                a_lo, a_hi = corner_min(a), corner_max(a)
-                span = max(span, float((np.ceil(a_hi / s) - np.floor(a_lo / s)).max()))
-                lo[axis], hi[axis] = min(lo[axis], float(a_lo.min())), max(hi[axis], float(a_hi.max()))
+        inv = np.float32(1.0 / s)
+        span = max(float((np.ceil(hi * inv) - np.floor(lo * inv)).max()) for _, lo, hi in planes)
+        lo = np.min([a.min(axis=(0, 2)) for _, a, _ in planes], axis=0)  # (2,) x, y
+        hi = np.max([a.max(axis=(0, 2)) for _, _, a in planes], axis=0)
         # The coarse grid sits on the frame's lattice (multiples of the step), whatever the batch's
         # box: a frame renders the same alone or in any batch - and in a larger box, so the box
         # is rounded out to the box lattice (batches alike in all but small moves share a key).
@@ -738,19 +794,23 @@ class BatchRenderer:
         x0, y0, x1, y1 = self._round_out((x0, y0, x1, y1), (w, h))
         bw, bh = x1 - x0, y1 - y0
         gw, gh = (bw + s - 1) // s + 1, (bh + s - 1) // s + 1
-        inv = np.float32(1.0 / s)
-        # The triangles' corners as 13 rows over every triangle (warp-major): x0 y0 x1 y1 x2 y2 on
-        # the coarse grid, u0 v0 u1 v1 u2 v2 in the texture, the warp. Their rasteriser terms are
-        # worked out on the device (``_coverage``).
-        rows = [
-            np.concatenate([((p[a][:, c] - np.float32(o)) * inv).reshape(-1) for p in corners])
-            for c in range(3)
-            for a, o in ((0, x0), (1, y0))
-        ]
-        rows += [np.concatenate([t[c][a].reshape(-1) for t in tex]) for c in range(3) for a in (0, 1)]
-        rows.append(np.concatenate(owners).astype(np.float32))
-        corners_at = data.add(np.stack(rows))
-        n_tri = len(rows[0])
+        # The triangles' corners as 13 rows over every triangle (warp by warp within a body): x0
+        # y0 x1 y1 x2 y2 on the coarse grid, u0 v0 u1 v1 u2 v2 in the texture, the warp. Their
+        # rasteriser terms are worked out on the device (``_coverage``).
+        origin = np.array([x0, y0], np.float32).reshape(1, 2, 1, 1)
+        columns = []
+        for (_, m, owner, scale), (p, _, _) in zip(blocks, planes):
+            r, t = owner.shape[0], m.layer.size
+            block = np.empty((13, r, t), np.float32)
+            corners = block[0:6].reshape(3, 2, r, t)  # rows x0 y0 x1 y1 x2 y2
+            np.subtract(p.transpose(2, 1, 0, 3), origin, out=corners)
+            corners *= inv
+            np.multiply(m.texture[:, None, :], scale.astype(np.float32)[None, :, None], out=block[6:12])
+            block[12] = np.take(owner, m.layer, axis=1)
+            columns.append(block.reshape(13, r * t))
+        rows = np.concatenate(columns, axis=1) if len(columns) > 1 else columns[0]
+        corners_at = data.add(rows)
+        n_tri = rows.shape[1]
         # + 1 for the end pixel, + 1 for rounding at a cell border, and the dilation both ways.
         window = min(int(span) + 2 + 2 * math.ceil(DILATE), max(gw, gh))
         k = 1 << max(3, (window - 1).bit_length()) if window > 0 else 0
@@ -789,12 +849,15 @@ class BatchRenderer:
         pos: torch.Tensor,
         dest: torch.Tensor | None,
         factor: torch.Tensor | None,
+        origin: tuple[int, int],
     ) -> None:
         """Composite one step's patches ``pos`` (one per frame at most; onto frames ``dest``, or
-        onto every frame in order when None) over the canvas, shaded."""
+        onto every frame in order when None) over the canvas (and the shading factor), which
+        start at frame pixel ``origin``."""
         patches, (x0, y0, x1, y1) = drawn
-        shade = None if factor is None else factor[:, :, y0:y1, x0:x1]
-        self._steps.over(canvas[:, :, y0:y1, x0:x1], patches, pos, dest, shade)
+        ox, oy = origin
+        here = (slice(None), slice(None), slice(y0 - oy, y1 - oy), slice(x0 - ox, x1 - ox))
+        self._steps.over(canvas[here], patches, pos, dest, None if factor is None else factor[here])
 
     def _rasterise(self, n: int, tri: torch.Tensor, grid: tuple[int, int], k: int) -> torch.Tensor:
         """Per warp, the coarse map (2, gh, gw) of source texture coordinates (``_OUTSIDE`` off

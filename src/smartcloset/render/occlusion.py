@@ -20,19 +20,34 @@ HAND_LENGTH = 0.45  # x forearm length, beyond the wrist
 
 def arm_segments(keypoints: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
     """The capsules (start, end, width in px) of the confidently seen forearms and hands; the
-    geometry both the CPU mask and the batched renderer draw."""
-    kp = keypoints
-    ls, rs = KP["left_shoulder"], KP["right_shoulder"]
-    if min(kp[ls, 2], kp[rs, 2]) < ARM_SCORE:
-        return []
-    shoulder_w = float(np.linalg.norm(kp[ls, :2] - kp[rs, :2]))
-    segments = []
-    for side in ("left", "right"):
-        e, w = (kp[KP[f"{side}_{j}"]] for j in ("elbow", "wrist"))
-        if e[2] >= ARM_SCORE and w[2] >= ARM_SCORE:
-            hand = w[:2] + (w[:2] - e[:2]) * HAND_LENGTH
-            segments += [(e[:2], w[:2], FOREARM_WIDTH * shoulder_w), (w[:2], hand, FOREARM_WIDTH * 1.1 * shoulder_w)]
-    return segments
+    geometry both the CPU mask and the batched renderer draw (``arm_capsules``)."""
+    caps, count = arm_capsules(np.asarray(keypoints)[None])
+    return [(c[0:2], c[2:4], float(c[4])) for c in caps[0, : count[0]]]
+
+
+def arm_capsules(keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``arm_segments`` for a batch of bodies ((B, K, 3) keypoints) in array operations: (B, 4, 5)
+    float64 rows (start x, y, end x, y, width), each body's seen ones first (left forearm and
+    hand, then the right's; zeros after), and how many each body has. Why arrays: the batched
+    renderer needs every frame's arms each batch, and building them body by body was a tenth of
+    its host time (64 clients, H200)."""
+    kp = np.asarray(keypoints, dtype=np.float64)
+    caps = np.zeros((len(kp), 4, 5))
+    seen = np.zeros((len(kp), 4), bool)
+    if len(kp):
+        ls, rs = KP["left_shoulder"], KP["right_shoulder"]
+        shoulder_w = np.sqrt(((kp[:, ls, :2] - kp[:, rs, :2]) ** 2).sum(axis=1))
+        body = np.minimum(kp[:, ls, 2], kp[:, rs, 2]) >= ARM_SCORE
+        for i, side in enumerate(("left", "right")):
+            e, w = kp[:, KP[f"{side}_elbow"]], kp[:, KP[f"{side}_wrist"]]
+            hand = w[:, :2] + (w[:, :2] - e[:, :2]) * HAND_LENGTH
+            caps[:, 2 * i] = np.column_stack([e[:, :2], w[:, :2], FOREARM_WIDTH * shoulder_w])
+            caps[:, 2 * i + 1] = np.column_stack([w[:, :2], hand, FOREARM_WIDTH * 1.1 * shoulder_w])
+            seen[:, 2 * i : 2 * i + 2] = (body & (e[:, 2] >= ARM_SCORE) & (w[:, 2] >= ARM_SCORE))[:, None]
+    # The seen capsules first, in order (a body whose left arm is not seen: the right's).
+    order = np.argsort(~seen, axis=1, kind="stable")
+    caps = np.take_along_axis(caps * seen[:, :, None], order[:, :, None], axis=1)
+    return caps, seen.sum(axis=1)
 
 
 def arm_mask(
