@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--render-graphs",
         action="store_true",
         help="--render batched on CUDA: replay each batch's draw as a CUDA graph (experimental: "
-        "faster for a few clients, slower for many; docs/performance.md, stop 16)",
+        "faster for a few clients, slower for many; docs/performance.md, stops 16-17)",
     )
     bench = s.add_argument_group("benchmarking only")
     bench.add_argument("--transport-only", action="store_true", help="echo frames: measure the transport alone")

@@ -48,10 +48,10 @@ class ServerConfig:
     # "Stop 13"), and it costs ~20 s of compiling at start.
     render_compile: bool = False
     # Replay the batched renderer's draws as CUDA graphs (render/replay.py says why): on CUDA,
-    # with the eager steps. Off by default: on an H200 it cut one client's p95 from 14.8 to
-    # 8.8 ms, but 64 clients in engine processes drew fewer frames (1,730-1,792/s against
-    # 1,880) at a higher p95, and its CUDA test (graphed = eager pictures) did not pass there
-    # yet (docs/performance.md, "Stop 16").
+    # with the eager steps. Off by default: on an H200 it cut one client's p95 from 11.1 to
+    # 6.3 ms, but 64 clients in engine processes drew fewer frames (1,802-1,854/s against
+    # 1,892-1,904) at a higher p95, and its CUDA test (graphed = eager pictures) still finds more
+    # seam values differing than two eager runs do (docs/performance.md, "Stop 16", "Stop 17").
     render_graphs: bool = False
     # How the threads that use the GPU wait for it (cuda_wait.py says why): "spin" holds a core
     # per waiting thread, "block" sleeps until the driver wakes it; "auto" is CUDA's own choice,
