@@ -574,9 +574,9 @@ class BatchRenderer:
             for key, (g, fs) in wearers.items()
             for f, rig in zip(fs, g.rigs([poses[f].keypoints for f in fs]))
         }
-        capsules, count = np.zeros((b, MAX_SEGMENTS, 5)), np.zeros(b, np.int64)
+        capsules, n_caps = np.zeros((b, MAX_SEGMENTS, 5)), np.zeros(b, np.int64)
         if self.occlusion and dressed:
-            capsules[dressed], count[dressed] = arm_capsules(np.stack([poses[f].keypoints for f in dressed]))
+            capsules[dressed], n_caps[dressed] = arm_capsules(np.stack([poses[f].keypoints for f in dressed]))
         for f in range(b):
             plan: list = []
             for g in looks[f] if poses[f].keypoints is not None else ():
@@ -588,7 +588,7 @@ class BatchRenderer:
                 rows[id(g)] = row + 1
                 rigs.append((g, rig.matrices))
                 plan += [_Warp(f, g, rig.level, row, i) for i in m.body]
-                if count[f]:
+                if n_caps[f]:
                     plan.append(_RESTORE)
                 plan += [_Warp(f, g, rig.level, row, i) for i in m.sleeves]
             steps.append(plan)
@@ -596,8 +596,8 @@ class BatchRenderer:
             return None
         data = _Packer()
         restores = np.array([_RESTORE in p for p in steps])
-        count[~restores] = 0  # the arms of frames that draw nothing under them are not needed
-        arms = self._plan_arms(capsules, count, (h, w), data) if restores.any() else None
+        n_caps[~restores] = 0  # the arms of frames that draw nothing under them are not needed
+        arms = self._plan_arms(capsules, n_caps, (h, w), data) if restores.any() else None
         masks = [p.mask if r else None for p, r in zip(poses, restores)]
         # Every layer of every frame warped at once (one rasterisation, one texture sample per
         # garment level); the steps only composite them, in each frame's order.
