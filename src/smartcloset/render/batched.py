@@ -577,6 +577,7 @@ class BatchRenderer:
         capsules, n_caps = np.zeros((b, MAX_SEGMENTS, 5)), np.zeros(b, np.int64)
         if self.occlusion and dressed:
             capsules[dressed], n_caps[dressed] = arm_capsules(np.stack([poses[f].keypoints for f in dressed]))
+        restores = np.zeros(b, bool)  # frames that draw their arms back over a garment's body
         for f in range(b):
             plan: list = []
             for g in looks[f] if poses[f].keypoints is not None else ():
@@ -590,12 +591,12 @@ class BatchRenderer:
                 plan += [_Warp(f, g, rig.level, row, i) for i in m.body]
                 if n_caps[f]:
                     plan.append(_RESTORE)
+                    restores[f] = True
                 plan += [_Warp(f, g, rig.level, row, i) for i in m.sleeves]
             steps.append(plan)
         if not any(steps):
             return None
         data = _Packer()
-        restores = np.array([_RESTORE in p for p in steps])
         n_caps[~restores] = 0  # the arms of frames that draw nothing under them are not needed
         arms = self._plan_arms(capsules, n_caps, (h, w), data) if restores.any() else None
         masks = [p.mask if r else None for p, r in zip(poses, restores)]
@@ -630,16 +631,9 @@ class BatchRenderer:
             if not any(m is not None for m in masks)
             else None  # a person mask is an upload of its own: not replayed
         )
-        boxes = [bx for bx in (warp and warp.box, arms and arms[:4]) if bx]
+        boxes = np.array([bx for bx in (warp and warp.box, arms and arms[:4]) if bx]).reshape(-1, 4)
         region = (
-            (
-                min(bx[0] for bx in boxes),
-                min(bx[1] for bx in boxes),
-                max(bx[2] for bx in boxes),
-                max(bx[3] for bx in boxes),
-            )
-            if boxes
-            else (0, 0, 0, 0)
+            (*boxes[:, :2].min(axis=0).tolist(), *boxes[:, 2:].max(axis=0).tolist()) if len(boxes) else (0, 0, 0, 0)
         )
         return _Plan(key, shape, data.array(), arms, masks, warp, layout, flags_at, index_at, len(index), region)
 
@@ -663,13 +657,9 @@ class BatchRenderer:
         for k, (restore, start, count, every) in enumerate(plan.steps):
             if restore:  # only where the plan has arms
                 mask, (x0, y0) = arms
-                y, x = slice(y0, y0 + mask.shape[2]), slice(x0, x0 + mask.shape[3])
-                here = (
-                    slice(None),
-                    slice(None),
-                    slice(y.start - ry0, y.stop - ry0),
-                    slice(x.start - rx0, x.stop - rx0),
-                )
+                mh, mw = mask.shape[2:]
+                y, x = slice(y0, y0 + mh), slice(x0, x0 + mw)
+                here = (slice(None), slice(None), slice(y0 - ry0, y0 - ry0 + mh), slice(x0 - rx0, x0 - rx0 + mw))
                 self._steps.restore(canvas[here], frames[:, :, y, x], mask, flags_d[k])
             if count and drawn is not None:
                 pos = index_d[start : start + count]
@@ -753,9 +743,9 @@ class BatchRenderer:
         s = self.map_step
         # Per garment, one block over every body wearing it (rows of its rigs) and every
         # triangle of its mesh (all layers): the corners in frame pixels as x and y planes
-        # (R, 3, T), and the warp each triangle belongs to - its body's warp of its layer. Every
+        # (R, 2, 3, T), and the warp each triangle belongs to - its body's warp of its layer. Every
         # body wearing a garment has a warp for each of its layers (``plan``).
-        blocks = []  # (mesh, corners (R, 3, 2, T), warp (R, T), texture scale (R,))
+        blocks = []  # [garment, mesh, each rig's warp of each layer (R, L), each rig's texture scale (R,)]
         for i, j in enumerate(warps):
             if not blocks or blocks[-1][0] is not j.annotator:
                 m = self._mesh(j.annotator)
