@@ -232,24 +232,41 @@ def _metric_totals(port: int) -> dict[str, float]:
 
 
 class FakeRemote:
-    """A ``RemoteEngine`` without its process: what ``EngineGroup`` routes to and reads."""
+    """A ``RemoteEngine`` without its process: what ``EngineGroup`` routes to and reads. Its
+    ``shared`` counts every server process's clients of one engine process, as its stats do."""
 
-    def __init__(self, pose_fps: float, health=("ok", "")) -> None:
+    def __init__(self, pose_fps: float, health=("ok", ""), shared: dict | None = None, link_number: int = 1) -> None:
         self.backend = StandingBackend()
         self.alive = True
         self.clients: dict = {}
         self.frames: list = []
         self.pose_fps, self._health = pose_fps, health
+        self.shared = {} if shared is None else shared
+        self.link_number = link_number
+        self.asked = 0
 
     @property
     def client_count(self) -> int:
         return len(self.clients)
 
+    @property
+    def load(self) -> int:
+        return len(self.shared) if self.shared else len(self.clients)
+
+    def ask_stats(self) -> int:
+        self.asked += 1
+        return self.asked
+
+    def wait_stats(self, q: int, timeout: float) -> bool:
+        return True
+
     def register(self, client, timeline=None, sink=None) -> None:
         self.clients[client] = sink
+        self.shared[(id(self), client)] = True
 
     def unregister(self, client) -> None:
         self.clients.pop(client, None)
+        self.shared.pop((id(self), client), None)
 
     def sink_of(self, client):
         return self.clients.get(client)
@@ -302,6 +319,39 @@ def test_an_engine_group_gives_each_new_client_the_emptiest_engine():
     engines[1].alive = False
     engines[1]._health = ("down", "the engine process is gone")
     assert group.health() == ("down", "the engine process is gone")
+
+
+def test_engine_groups_of_several_processes_balance_every_clients_not_their_own():
+    """Four server processes with 20, 17, 15 and 12 clients over eight engine processes: each new
+    client goes to the engine with the fewest clients of all processes, so no engine holds more
+    than one client above another. Counted per process (the first form), the remainders all
+    fell on the lowest engines: 10 clients on engine 0, 7 on engines 4-7 (NVIDIA H200, stop 18)."""
+    from smartcloset.engine_ipc import EngineGroup
+
+    shared = [{} for _ in range(8)]  # per engine process: every server process's clients
+    groups = [
+        EngineGroup([FakeRemote(10.0, shared=shared[e], link_number=p + 1) for e in range(8)])  # type: ignore[misc]
+        for p in range(4)
+    ]
+    sizes = [20, 17, 15, 12]
+    for i in range(max(sizes)):  # the processes take their clients in turn
+        for p, group in enumerate(groups):
+            if i < sizes[p]:
+                group.register(f"p{p}-c{i}")
+    counts = [len(s) for s in shared]
+    assert sum(counts) == 64 and max(counts) - min(counts) <= 1, counts
+    # Counts fresh from the engines were asked for each join, of every live engine.
+    assert all(e.asked == sizes[p] for p, g in enumerate(groups) for e in g.engines)
+    # Clients of every process leaving engine 3 make it the one the next clients go to, whichever
+    # process takes them.
+    for group in groups:
+        for c in [c for c in list(group._of) if group.engine_of(c) == 3]:
+            group.unregister(c)
+    assert len(shared[3]) == 0
+    late = [(groups[i % 2 + 2], f"late-{i}") for i in range(8)]
+    for group, c in late:
+        group.register(c)
+    assert [group.engine_of(c) for group, c in late] == [3] * 8
 
 
 def _stats(port: int) -> dict:
@@ -379,6 +429,26 @@ def test_one_process_spreads_its_clients_over_two_engine_processes(video_jpegs):
         for ws in (a, c):
             ws.close()
     finally:
+        stop_server(proc)
+
+
+def test_two_socket_processes_fill_two_engine_processes_evenly():
+    """``--processes 2 --engines 2``: each new client goes to the engine with the fewest clients
+    of both socket processes, as the engines count them when it joins - 3 and 3 for six clients
+    however the kernel splits them between the socket processes (counted per process, an odd
+    share in each put 4 on engine 0)."""
+    port = free_port()
+    proc = start_server(
+        port, "--render", "batched", "--processes", "2", "--engines", "2", "--inference-size", f"{W}x{H}"
+    )
+    clients = []
+    try:
+        for _ in range(6):
+            clients.append(_connect(port))
+        assert _wait(lambda: [e["clients"] for e in _stats(port)["engines"]] == [3, 3], 10), _stats(port)["engines"]
+    finally:
+        for ws in clients:
+            ws.close()
         stop_server(proc)
 
 

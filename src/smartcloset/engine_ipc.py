@@ -248,7 +248,7 @@ def mps_running(environ=os.environ) -> bool:
 def _serve_link(conn: Connection, number: int, engine, annotator, timeline_cls) -> None:
     link = _Link(conn)
     sinks: dict[str, _RemoteSink] = {}
-    link.send({"t": "hello", "backend": engine.backend.name, "device": str(engine.backend.device)})
+    link.send({"t": "hello", "backend": engine.backend.name, "device": str(engine.backend.device), "link": number})
     try:
         while True:
             meta, payload = _unpack(conn.recv_bytes())
@@ -269,7 +269,9 @@ def _serve_link(conn: Connection, number: int, engine, annotator, timeline_cls) 
                 engine.unregister(key)
                 link.forget(client)
             elif kind == "stats":
-                snap = engine.snapshot() | {"pid": os.getpid()}
+                # The server process balances its new clients over the engines by these counts:
+                # every process's clients ("clients") and its own ("link_clients").
+                snap = engine.snapshot() | {"pid": os.getpid(), "link_clients": len(sinks), "q": meta.get("q", 0)}
                 # Frames replaced in the engine's slot, and replies replaced on their way back.
                 snap["dropped"] = {c: engine.dropped((number, c)) + link.dropped.get(c, 0) for c in sinks}
                 state, message = engine.health()
@@ -425,8 +427,11 @@ class RemoteEngine:
         self._link = _Link(conn)
         hello, _ = _unpack(conn.recv_bytes())
         self.backend = _Backend(hello["backend"], hello["device"])
+        self.link_number = int(hello.get("link", 1))  # this process's place among the engine's links, from 1
         self._sinks: dict[Hashable, object] = {}
         self._lock = threading.Lock()
+        self._answered = threading.Condition()  # stats requests asked (``_asked``) and answered
+        self._asked = 0
         self._stats: dict = {  # until the engine's first answer: what sessions and /api/stats read
             "backend": self.backend.name,
             "device": self.backend.device,
@@ -499,6 +504,29 @@ class RemoteEngine:
     def client_count(self) -> int:
         return len(self._sinks)
 
+    @property
+    def load(self) -> int:
+        """Clients on the engine from every server process: as of its last stats for the
+        others, this process's own as they are now."""
+        s = self._stats
+        return max(0, int(s.get("clients", 0)) - int(s.get("link_clients", 0))) + len(self._sinks)
+
+    def ask_stats(self) -> int:
+        """Ask for fresh stats now (``wait_stats`` waits for them); returns the request's number."""
+        with self._answered:
+            self._asked += 1
+            q = self._asked
+        self._link.send({"t": "stats", "q": q}, slot=("stats",))
+        return q
+
+    def wait_stats(self, q: int, timeout: float) -> bool:
+        """Whether the engine answered request ``q`` (or a later one) within ``timeout`` s."""
+        with self._answered:
+            return (
+                self._answered.wait_for(lambda: self._stats.get("q", 0) >= q or self._link.closed, timeout)
+                and not self._link.closed
+            )
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self._link.close()
@@ -515,6 +543,8 @@ class RemoteEngine:
                 meta, payload = _unpack(conn.recv_bytes())
             except (EOFError, OSError):
                 self._link.close()
+                with self._answered:  # a wait_stats on this link ends now
+                    self._answered.notify_all()
                 if self._stop.is_set():
                     return
                 log.error("the engine process closed its link: it renders no more frames")
@@ -523,8 +553,10 @@ class RemoteEngine:
                 return
             kind = meta.get("t")
             if kind == "stats":
-                self._stats = meta["s"]
-                self._health = tuple(meta.get("health", ("ok", "")))  # type: ignore[assignment]
+                with self._answered:
+                    self._stats = meta["s"]
+                    self._health = tuple(meta.get("health", ("ok", "")))  # type: ignore[assignment]
+                    self._answered.notify_all()
                 continue
             sink = self._sinks.get(meta.get("c"))
             if sink is None:
@@ -544,8 +576,9 @@ class RemoteEngine:
 
     def _poll_stats(self) -> None:
         while not self._stop.wait(self._interval):
-            if not self._link.send({"t": "stats"}, slot=("stats",)):
+            if self._link.closed:
                 return
+            self.ask_stats()
 
 
 class EngineGroup:
@@ -554,10 +587,16 @@ class EngineGroup:
     Why: one engine process is bound by its own host Python (one GIL for the renderer's
     per-frame Python and the codec calls) with the GPU only 15-30 % busy; K processes give K
     GILs, and their CUDA contexts time-slice the GPU. A client stays on one engine (its slot and
-    timeline live there); a new one goes to the live engine with the fewest of this process's
-    clients (ties: the lowest index). When an engine process is gone, its clients move the same
-    way to the live ones (their timelines start again there: a few frames extrapolated), so a
-    lost engine costs them a moment, not the session. One engine is a group of one.
+    timeline live there); a new one goes to the live engine with the fewest clients of *every*
+    server process, counted by the engines when it comes (``join_wait_s`` at most), and among
+    equals to the first from this process's own place in the engines' links, so that
+    processes taking clients at the same moment start on different engines. Why every
+    process's: counted per process, the remainders of uneven processes all fell to the lowest
+    engines - 64 clients on 4 processes and 8 engines put 10 clients on engine 0 and 7 on
+    engines 4-7, and the busiest engines set the latency (NVIDIA H200, docs/performance.md,
+    "Stop 18"). When an engine process is gone, its clients move the same way to the live ones
+    (their timelines start again there: a few frames extrapolated), so a lost engine costs
+    them a moment, not the session. One engine is a group of one.
     """
 
     batched = True
@@ -568,10 +607,15 @@ class EngineGroup:
         addresses: list[tuple[str, str]] | None = None,
         stats_interval_s: float = 1.0,
         retry_s: float = 1.0,
+        join_wait_s: float = 0.1,
     ) -> None:
         if not engines:
             raise ValueError("an engine group needs at least one engine")
         self.engines = engines
+        self._join_wait_s = join_wait_s
+        # Where this process starts among equal engines: its link's number at the first engine
+        # (1, 2, ... in the order the server processes linked up) spread over the engines.
+        self._first = (getattr(engines[0], "link_number", 1) - 1) % len(engines)
         self.backend = engines[0].backend
         self._of: dict[Hashable, RemoteEngine] = {}  # client -> its engine
         self._lock = threading.Lock()
@@ -595,10 +639,23 @@ class EngineGroup:
         return None if engine is None else self.engines.index(engine)
 
     def register(self, client: Hashable, timeline=None, sink=None) -> None:
-        with self._lock:  # min() keeps the first of equals: the lowest index
-            engine = min(self.engines, key=lambda e: (not e.alive, e.client_count))
+        with self._lock:
+            self._fresh_counts()
+            k = len(self.engines)
+            order = [self.engines[(self._first + i) % k] for i in range(k)]
+            engine = min(order, key=lambda e: (not e.alive, e.load))  # min() keeps the first of equals
             self._of[client] = engine
             engine.register(client, timeline, sink=sink)
+
+    def _fresh_counts(self) -> None:
+        """Every live engine's client count as of now, asked of all at once and waited for
+        ``join_wait_s`` at most (a busy engine answers late: its last count then stands)."""
+        if len(self.engines) < 2 or self._join_wait_s <= 0:
+            return
+        asked = [(e, e.ask_stats()) for e in self.engines if e.alive]
+        end = time.monotonic() + self._join_wait_s
+        for e, q in asked:
+            e.wait_stats(q, max(0.0, end - time.monotonic()))
 
     def unregister(self, client: Hashable) -> None:
         with self._lock:
@@ -617,7 +674,7 @@ class EngineGroup:
             live = [e for e in self.engines if e.alive]
             if live:
                 for client in moved:
-                    self._move(client, dead, min(live, key=lambda e: e.client_count))
+                    self._move(client, dead, min(live, key=lambda e: e.load))
         if not live:
             log.error("every engine process is gone: %d client(s) get no frames until one is back", len(moved))
         elif moved:
