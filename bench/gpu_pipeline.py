@@ -103,7 +103,8 @@ def main() -> None:
     ap.add_argument(
         "--rows",
         default="gpu-batched,gpu-engine-x4,cpu-render",
-        help="gpu-batched (one process), gpu-engine-xN[eK] (K engine processes, default 1, + N socket processes), cpu-render",
+        help="gpu-batched (one process), gpu-engine-xN[eK[iM]] (N socket processes, K engine processes - default 1 - "
+        "with M batches in flight each - default the backend's), cpu-render",
     )
     ap.add_argument("--processes", type=int, default=4, help="socket processes for the transport rows")
     ap.add_argument("--skip-cpu-above", type=int, default=64, help="no CPU-path row past this many clients")
@@ -129,9 +130,11 @@ def main() -> None:
         for label in args.rows.split(","):
             if label == "gpu-batched":
                 serve = [*POSE, "--render", "batched"]
-            elif label.startswith("gpu-engine-x"):  # gpu-engine-xN or gpu-engine-xNeK (K engine processes)
-                procs, _, engines = label.rsplit("x", 1)[1].partition("e")
+            elif label.startswith("gpu-engine-x"):  # gpu-engine-xN[eK[iM]]: K engine processes, M batches in flight
+                procs, _, rest = label.rsplit("x", 1)[1].partition("e")
+                engines, _, inflight = rest.partition("i")
                 serve = [*POSE, "--render", "batched", "--processes", procs, "--engines", engines or "1"]
+                serve += ["--inflight", inflight] if inflight else []
             elif label == "cpu-render":
                 if n > args.skip_cpu_above:
                     continue

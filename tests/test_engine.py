@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import threading
 import time
 
@@ -559,9 +560,9 @@ def test_render_compile_reaches_the_renderer_and_needs_triton_on_cuda(monkeypatc
         FrameEngine(StandingBackend(), device="cuda", render_compile=True)
 
 
-def test_render_graphs_reach_the_engine_and_only_on_cuda(monkeypatch):
+def test_render_graphs_reach_the_engine_and_only_on_cuda(monkeypatch, caplog):
     """``--render-graphs``: off unless asked; asked, it reaches the engine's config, and an
-    engine off CUDA draws op by op (CUDA graphs exist only there)."""
+    engine off CUDA draws op by op (CUDA graphs exist only there) and says so."""
     from smartcloset import cli
     from smartcloset.config import ServerConfig
     from smartcloset.server import runner
@@ -571,9 +572,11 @@ def test_render_graphs_reach_the_engine_and_only_on_cuda(monkeypatch):
     monkeypatch.setattr(runner, "serve", lambda cfg, log_level: seen.update(cfg=cfg))
     assert cli.main(["serve", "--render", "batched", "--render-graphs"]) == 0
     assert seen["cfg"].render_graphs and not ServerConfig().render_graphs
-    eng = build_engine(seen["cfg"], StandingBackend())
+    with caplog.at_level(logging.WARNING, logger="smartcloset.engine"):
+        eng = build_engine(seen["cfg"], StandingBackend())
     try:
         assert eng.renderer.replay is None and eng.device.type == "cpu"
+        assert any("--render-graphs ignored" in r.getMessage() and "on cpu" in r.getMessage() for r in caplog.records)
     finally:
         eng.stop()
 

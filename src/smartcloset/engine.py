@@ -100,6 +100,11 @@ class FrameEngine(PoseWorker):
         if render_compile:
             _check_compiler(self.device)
         graphs = render_graphs and self.device.type == "cuda" and not render_compile
+        if render_graphs and not graphs:  # asked for, and not what runs: say so once, at start
+            log.warning(
+                "--render-graphs ignored: CUDA graphs need a CUDA device and the eager renderer (%s)",
+                "the renderer is compiled" if render_compile and self.device.type == "cuda" else f"on {self.device}",
+            )
         self.renderer = renderer or BatchRenderer(self.device, compile=render_compile, graphs=graphs)
         # Which library does JPEG on CUDA, decided here: a missing one asked for by name stops
         # the engine at start, not every batch later.
