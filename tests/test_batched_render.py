@@ -203,3 +203,46 @@ def test_the_shared_caches_build_each_entry_once_and_never_serve_another_garment
     cached[(id(other), 0)] = cached[(id(ann), 0)]  # as if ``other`` reused the id
     fresh = renderer.texture(other, 0)
     assert fresh is not stale and fresh.shape[-2:] == other.pyramid[0].shape[:2]
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_where_triangles_overlap_the_last_one_wins_every_time(device):
+    """64 copies of one triangle, each mapping every pixel to its own texture point (its number):
+    the rasterised map holds the last one's everywhere it covers, both coordinates from it, as
+    the CPU renderer paints them. Why: a bent elbow's sleeve triangles overlap, and a scatter
+    with repeated indices keeps any write on CUDA - another one from run to run, so the sleeve
+    flickered there between frames (and two op-by-op renders of one batch differed)."""
+    from smartcloset.render.batched import _coverage
+
+    renderer = BatchRenderer(device)
+    n = 64
+    geometry = torch.tensor([2.0, 2.0, 13.0, 3.0, 3.0, 13.0]).repeat(n, 1)  # x0 y0 x1 y1 x2 y2
+    uv = torch.arange(n, dtype=torch.float32).repeat_interleave(6).view(n, 6)  # every corner at (i, i)
+    corners = torch.cat([geometry, uv, torch.zeros(n, 1)], dim=1).T.contiguous().to(device)
+    tri = _coverage(corners, 16, 16)
+    for _ in range(3):
+        maps = renderer._rasterise(1, tri, (16, 16), 16)[0].cpu()  # (2, gh, gw)
+        covered = maps[0] > -1000  # _OUTSIDE is far below
+        assert 80 < int(covered.sum()) < 256
+        assert torch.equal(maps[0][covered], torch.full_like(maps[0][covered], n - 1))
+        assert torch.equal(maps[1][covered], torch.full_like(maps[1][covered], n - 1))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (runs on the device machine)")
+def test_op_by_op_renders_of_one_batch_are_identical_on_cuda(closet, frame):
+    """The same batch drawn twice gives the same bytes: nothing in the render depends on the
+    order the GPU's threads run in (the rasteriser's overlaps above were the one thing that did)."""
+    looks = [[GarmentAnnotator(closet.get("tshirt-navy"))], [GarmentAnnotator(closet.get("hoodie-grey"))]] * 2
+    renderer = BatchRenderer("cuda")
+    frames = frames_to_tensor([frame] * 4, "cuda")
+    poses = []
+    for i in range(4):
+        kp = standing_keypoints(1.0 + 0.05 * i, 30)
+        kp[9, :2] = (620, 380)  # a forearm across the body
+        poses.append(TimedKeypoints(kp, "own"))
+    first = renderer.render(frames, poses, looks)
+    for _ in range(5):
+        assert torch.equal(renderer.render(frames, poses, looks), first)

@@ -327,8 +327,16 @@ def _scatter(maps: torch.Tensor, tri: torch.Tensor, window: torch.Tensor, gw: in
     # The dilated ring first, then the insides over it: a pixel inside one triangle keeps
     # that triangle's affine, not a neighbour's extrapolation.
     spare = maps.shape[0] - 1
-    maps.index_put_((torch.where(near, lin, spare).reshape(-1),), uv)
-    maps.index_put_((torch.where(inside, lin, spare).reshape(-1),), uv)
+    order = torch.arange(uv.shape[0], device=uv.device)  # triangle-major: a later triangle, a larger number
+    for covered in (near, inside):
+        at = torch.where(covered, lin, spare).reshape(-1)
+        # Where triangles overlap (a bent elbow's sleeve, the dilated seams), the last one
+        # wins, as the CPU renderer paints them: a scatter with repeated indices keeps any
+        # of the writes on CUDA - a different one from run to run (flicker between frames),
+        # and x and y possibly from two triangles.
+        last = torch.full((maps.shape[0],), -1, dtype=torch.long, device=uv.device)
+        last.scatter_reduce_(0, at, order, reduce="amax")
+        maps.index_put_((torch.where(last[at] == order, at, spare),), uv)
 
 
 def _sample(tex: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
