@@ -213,8 +213,8 @@ def test_where_triangles_overlap_the_last_one_wins_every_time(device):
     """64 copies of one triangle, each mapping every pixel to its own texture point (its number):
     the rasterised map holds the last one's everywhere it covers, both coordinates from it, as
     the CPU renderer paints them. Why: a bent elbow's sleeve triangles overlap, and a scatter
-    with repeated indices keeps any write on CUDA - another one from run to run, so the sleeve
-    flickered there between frames (and two op-by-op renders of one batch differed)."""
+    with repeated indices keeps any write on CUDA - another one from run to run (two op-by-op
+    renders of one batch differed on an H200, stop 17)."""
     from smartcloset.render.batched import _coverage
 
     renderer = BatchRenderer(device)
@@ -229,6 +229,16 @@ def test_where_triangles_overlap_the_last_one_wins_every_time(device):
         assert 80 < int(covered.sum()) < 256
         assert torch.equal(maps[0][covered], torch.full_like(maps[0][covered], n - 1))
         assert torch.equal(maps[1][covered], torch.full_like(maps[1][covered], n - 1))
+    # Two halves of a square, the second drawn last: its one-pixel ring reaches into the first,
+    # and a pixel inside the first keeps the first's texture point all the same.
+    halves = torch.tensor([[2.0, 2.0, 13.0, 2.0, 2.0, 13.0], [13.0, 2.0, 13.0, 13.0, 2.0, 13.0]])
+    uv = torch.tensor([[5.0] * 6, [9.0] * 6])
+    corners = torch.cat([halves, uv, torch.zeros(2, 1)], dim=1).T.contiguous().to(device)
+    maps = renderer._rasterise(1, _coverage(corners, 16, 16), (16, 16), 16)[0, 0].cpu()
+    ys, xs = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    square = (xs >= 2) & (xs <= 13) & (ys >= 2) & (ys <= 13)
+    assert (maps[square & (xs + ys <= 14)] == 5).all() and (maps[square & (xs + ys >= 16)] == 9).all()
+    assert (maps[square & (xs + ys == 15)] == 9).all()  # on the shared edge, inside both: the last
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (runs on the device machine)")

@@ -323,20 +323,18 @@ def _scatter(maps: torch.Tensor, tri: torch.Tensor, window: torch.Tensor, gw: in
     )
     lin = tri[:, _BASE].view(torch.int32).long()[:, None] + (window[1] * gw + window[0]).long()
     uv = lam_uv[:, 2:].transpose(1, 2).reshape(-1, 2)
-    # Pixels a pass does not write go to the spare last row: no compaction, no host sync.
-    # The dilated ring first, then the insides over it: a pixel inside one triangle keeps
-    # that triangle's affine, not a neighbour's extrapolation.
+    # One writer per coarse pixel, the way the CPU renderer paints: a pixel inside a triangle
+    # keeps that triangle's affine, not a neighbour's dilated extrapolation, and among equals
+    # the last triangle wins (a bent elbow's sleeve triangles overlap). Why the ranking: a
+    # scatter with repeated indices keeps any of the writes on CUDA - another one from run to
+    # run (two renders of one batch differed there, stop 17), x and y possibly from two
+    # triangles. Pixels no triangle writes go to the spare last row: no compaction, no host sync.
     spare = maps.shape[0] - 1
-    order = torch.arange(uv.shape[0], device=uv.device)  # triangle-major: a later triangle, a larger number
-    for covered in (near, inside):
-        at = torch.where(covered, lin, spare).reshape(-1)
-        # Where triangles overlap (a bent elbow's sleeve, the dilated seams), the last one
-        # wins, as the CPU renderer paints them: a scatter with repeated indices keeps any
-        # of the writes on CUDA - a different one from run to run (flicker between frames),
-        # and x and y possibly from two triangles.
-        last = torch.full((maps.shape[0],), -1, dtype=torch.long, device=uv.device)
-        last.scatter_reduce_(0, at, order, reduce="amax")
-        maps.index_put_((torch.where(last[at] == order, at, spare),), uv)
+    at = torch.where(near | inside, lin, spare).reshape(-1)
+    rank = torch.arange(at.shape[0], device=at.device) + inside.reshape(-1) * at.shape[0]  # triangle-major
+    last = torch.full((maps.shape[0],), -1, dtype=torch.long, device=at.device)
+    last.scatter_reduce_(0, at, rank, reduce="amax")
+    maps.index_put_((torch.where(last[at] == rank, at, spare),), uv)
 
 
 def _sample(tex: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
