@@ -102,7 +102,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument(
         "--rows",
-        default="gpu-batched,gpu-engine-x4,cpu-render",
+        default="gpu-batched,gpu-engine-x4e8i1,cpu-render",
         help="gpu-batched (one process), gpu-engine-xN[eK[iM]] (N socket processes, K engine processes - default 1 - "
         "with M batches in flight each - default the backend's), cpu-render",
     )
