@@ -82,6 +82,7 @@ def run(
                 "cpu_ms/frame": result.get("server_cpu_ms_per_frame"),
                 "clients_cpu%": result.get("client_cpu_percent"),
                 "engines/s": result.get("engines_processed_fps"),
+                "engines_clients": result.get("engines_clients"),
             }
         ),
         flush=True,

@@ -186,13 +186,15 @@ def test_bench_writes_the_figures(tmp_path, fixtures_dir):
 
 def test_the_bench_tells_each_engine_processes_rate():
     """With ``--engines K`` the bench reports what each engine took over the window, from the
-    stats before and after: a stalled engine shows as 0 beside a busy one."""
-    from smartcloset.bench import engine_rates
+    stats before and after: a stalled engine shows as 0 beside a busy one; and how many clients
+    each holds."""
+    from smartcloset.bench import engine_clients, engine_rates
 
     before = {"processed": 150, "engines": [{"processed": 100}, {"processed": 50}]}
-    after = {"processed": 750, "engines": [{"processed": 700}, {"processed": 50}]}
+    after = {"processed": 750, "engines": [{"processed": 700, "clients": 3}, {"processed": 50, "clients": 1}]}
     assert engine_rates(before, after, 2.0) == [300.0, 0.0]
     assert engine_rates({"processed": 1}, {"processed": 9}, 2.0) is None
+    assert engine_clients(after) == [3, 1] and engine_clients({"processed": 9}) is None
 
 
 def test_serve_gpu_jpeg_choice_is_checked():

@@ -480,6 +480,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         "cpu_count": os.cpu_count(),
         "frame_path": after.get("frame_path", "session"),
         "engines_processed_fps": engine_rates(before, after, window),
+        "engines_clients": engine_clients(after),
         "gpu": gpu.summary(),
         "client_processes": groups,
     }
@@ -493,6 +494,13 @@ def engine_rates(before: dict, after: dict, window: float) -> list[float] | None
     if not b or not a or len(a) != len(b) or window <= 0:
         return None
     return [round(((y.get("processed") or 0) - (x.get("processed") or 0)) / window, 1) for x, y in zip(b, a)]
+
+
+def engine_clients(after: dict) -> list[int] | None:
+    """Clients on each engine process at the window's end (None for one engine). Why: the
+    busiest engine sets the tail latency, and an uneven share shows here first (stop 18)."""
+    engines = after.get("engines")
+    return [int(e.get("clients") or 0) for e in engines] if engines else None
 
 
 def print_table(result: dict, out) -> None:
