@@ -208,15 +208,21 @@ def test_the_shared_caches_build_each_entry_once_and_never_serve_another_garment
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["one pass", "in chunks"])
 @pytest.mark.parametrize("device", DEVICES)
-def test_where_triangles_overlap_the_last_one_wins_every_time(device):
+def test_where_triangles_overlap_the_last_one_wins_every_time(device, chunked, monkeypatch):
     """64 copies of one triangle, each mapping every pixel to its own texture point (its number):
     the rasterised map holds the last one's everywhere it covers, both coordinates from it, as
     the CPU renderer paints them. Why: a bent elbow's sleeve triangles overlap, and a scatter
     with repeated indices keeps any write on CUDA - another one from run to run (two op-by-op
-    renders of one batch differed on an H200, stop 17)."""
+    renders of one batch differed on an H200, stop 17). The same when a big batch is rasterised
+    in chunks (here one triangle a chunk): a later chunk's ring once wrote over an earlier
+    chunk's inside, and where the chunks split a batch depends on its garments' order."""
+    from smartcloset.render import batched
     from smartcloset.render.batched import _coverage
 
+    if chunked:
+        monkeypatch.setattr(batched, "MAX_WINDOW_ELEMENTS", 16 * 16)  # one 16 x 16 window a chunk
     renderer = BatchRenderer(device)
     n = 64
     geometry = torch.tensor([2.0, 2.0, 13.0, 3.0, 3.0, 13.0]).repeat(n, 1)  # x0 y0 x1 y1 x2 y2

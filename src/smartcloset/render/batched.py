@@ -297,10 +297,19 @@ def _capsules(s: torch.Tensor, bh: int, bw: int) -> torch.Tensor:
     return ((r + 0.5 - dist).clamp_(0, 1) * (r > 0)).amax(dim=1, keepdim=True)
 
 
-def _scatter(maps: torch.Tensor, tri: torch.Tensor, window: torch.Tensor, gw: int, gh: int) -> None:
-    """Each triangle (a row of ``tri``, from ``_coverage``) writes its texture coordinates into
-    the coarse pixels of its window (offsets ``window``, from ``_window``) that it covers
-    (``maps`` rows: warp, y, x; the last row takes the misses)."""
+def _writes(
+    tri: torch.Tensor, window: torch.Tensor, gw: int, gh: int, spare: int, first: int, total: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What each triangle (a row of ``tri``, from ``_coverage``) would write into the coarse
+    pixels of its window (offsets ``window``, from ``_window``): for every (triangle, window
+    pixel) its map row (rows: warp, y, x; ``spare`` where it writes nothing), its rank and its
+    texture point. The rank makes one writer per pixel, the way the CPU renderer paints: a pixel
+    inside a triangle keeps that triangle's affine, not a neighbour's dilated extrapolation,
+    and among equals the later triangle wins (a bent elbow's sleeve triangles overlap) -
+    ``first`` is this chunk's first (triangle, pixel) among the ``total`` of the batch. Why
+    ranked: a scatter with repeated indices keeps any of the writes on CUDA, another one from
+    run to run (two renders of one batch differed there, stop 17), x and y possibly from two
+    triangles; and on the CPU the winner changed with the thread count."""
     n = tri.shape[0]
     xy1 = tri[:, _LO, None] + window  # (T, 3, k*k): x, y, 1
     # One batched product gives the barycentrics (rows 0-1) and the texture point (rows 2-3).
@@ -322,18 +331,38 @@ def _scatter(maps: torch.Tensor, tri: torch.Tensor, window: torch.Tensor, gw: in
         & ~inside
     )
     lin = tri[:, _BASE].view(torch.int32).long()[:, None] + (window[1] * gw + window[0]).long()
-    uv = lam_uv[:, 2:].transpose(1, 2).reshape(-1, 2)
-    # One writer per coarse pixel, the way the CPU renderer paints: a pixel inside a triangle
-    # keeps that triangle's affine, not a neighbour's dilated extrapolation, and among equals
-    # the last triangle wins (a bent elbow's sleeve triangles overlap). Why the ranking: a
-    # scatter with repeated indices keeps any of the writes on CUDA - another one from run to
-    # run (two renders of one batch differed there, stop 17), x and y possibly from two
-    # triangles. Pixels no triangle writes go to the spare last row: no compaction, no host sync.
-    spare = maps.shape[0] - 1
     at = torch.where(near | inside, lin, spare).reshape(-1)
-    rank = torch.arange(at.shape[0], device=at.device) + inside.reshape(-1) * at.shape[0]  # triangle-major
-    last = torch.full((maps.shape[0],), -1, dtype=torch.long, device=at.device)
+    rank = torch.arange(first, first + at.shape[0], device=at.device) + inside.reshape(-1) * total  # triangle-major
+    return at, rank, lam_uv[:, 2:].transpose(1, 2).reshape(-1, 2)
+
+
+def _rank(
+    last: torch.Tensor, tri: torch.Tensor, window: torch.Tensor, gw: int, gh: int, first: int, total: int
+) -> None:
+    """Each pixel's winning rank (``last``, -1 for none) over one chunk of a batch's triangles."""
+    at, rank, _ = _writes(tri, window, gw, gh, last.shape[0] - 1, first, total)
     last.scatter_reduce_(0, at, rank, reduce="amax")
+
+
+def _scatter(
+    maps: torch.Tensor,
+    tri: torch.Tensor,
+    window: torch.Tensor,
+    gw: int,
+    gh: int,
+    last: torch.Tensor | None = None,
+    first: int = 0,
+    total: int = 0,
+) -> None:
+    """The triangles write their texture points into ``maps``, one writer per pixel (``_writes``):
+    the winners' ranks in ``last`` where a batch is rasterised in chunks (``_rank`` over every
+    chunk first), else found here. Pixels no triangle writes go to the spare last row: no
+    compaction, no host sync."""
+    spare = maps.shape[0] - 1
+    at, rank, uv = _writes(tri, window, gw, gh, spare, first, total or tri.shape[0] * window.shape[1])
+    if last is None:
+        last = torch.full((maps.shape[0],), -1, dtype=torch.long, device=at.device)
+        last.scatter_reduce_(0, at, rank, reduce="amax")
     maps.index_put_((torch.where(last[at] == rank, at, spare),), uv)
 
 
@@ -383,6 +412,7 @@ class _Steps:
     capsules: object = _capsules
     coverage: object = _coverage
     scatter: object = _scatter
+    rank: object = _rank
     sample: object = _sample
     restore: object = _restore
     over: object = _over
@@ -865,8 +895,15 @@ class BatchRenderer:
         if k > 0:
             offsets = _window(k, self.device)
             chunk = max(1, MAX_WINDOW_ELEMENTS // (k * k))
-            for c in range(0, len(tri), chunk):
-                self._steps.scatter(maps, tri[c : c + chunk], offsets, gw, gh)
+            if len(tri) <= chunk:
+                self._steps.scatter(maps, tri, offsets, gw, gh)
+            else:  # in chunks (memory): the winners over all of them first, then their writes
+                total = len(tri) * k * k
+                last = torch.full((size + 1,), -1, dtype=torch.long, device=self.device)
+                for c in range(0, len(tri), chunk):
+                    self._steps.rank(last, tri[c : c + chunk], offsets, gw, gh, c * k * k, total)
+                for c in range(0, len(tri), chunk):
+                    self._steps.scatter(maps, tri[c : c + chunk], offsets, gw, gh, last, c * k * k, total)
         return maps[:size].view(n, gh, gw, 2).permute(0, 3, 1, 2)
 
 
