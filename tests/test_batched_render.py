@@ -230,7 +230,8 @@ def test_where_triangles_overlap_the_last_one_wins_every_time(device, chunked, m
     corners = torch.cat([geometry, uv, torch.zeros(n, 1)], dim=1).T.contiguous().to(device)
     tri = _coverage(corners, 16, 16)
     for _ in range(3):
-        maps = renderer._rasterise(1, tri, (16, 16), 16)[0].cpu()  # (2, gh, gw)
+        order = torch.arange(n, device=device)  # the painting order: as listed
+        maps = renderer._rasterise(1, tri, order, (16, 16), ((16, n),))[0].cpu()  # (2, gh, gw)
         covered = maps[0] > -1000  # _OUTSIDE is far below
         assert 80 < int(covered.sum()) < 256
         assert torch.equal(maps[0][covered], torch.full_like(maps[0][covered], n - 1))
@@ -240,7 +241,8 @@ def test_where_triangles_overlap_the_last_one_wins_every_time(device, chunked, m
     halves = torch.tensor([[2.0, 2.0, 13.0, 2.0, 2.0, 13.0], [13.0, 2.0, 13.0, 13.0, 2.0, 13.0]])
     uv = torch.tensor([[5.0] * 6, [9.0] * 6])
     corners = torch.cat([halves, uv, torch.zeros(2, 1)], dim=1).T.contiguous().to(device)
-    maps = renderer._rasterise(1, _coverage(corners, 16, 16), (16, 16), 16)[0, 0].cpu()
+    maps = renderer._rasterise(1, _coverage(corners, 16, 16), torch.arange(2, device=device), (16, 16), ((16, 2),))
+    maps = maps[0, 0].cpu()
     ys, xs = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
     square = (xs >= 2) & (xs <= 13) & (ys >= 2) & (ys <= 13)
     assert (maps[square & (xs + ys <= 14)] == 5).all() and (maps[square & (xs + ys >= 16)] == 9).all()
@@ -262,3 +264,25 @@ def test_op_by_op_renders_of_one_batch_are_identical_on_cuda(closet, frame):
     first = renderer.render(frames, poses, looks)
     for _ in range(5):
         assert torch.equal(renderer.render(frames, poses, looks), first)
+
+
+def test_each_triangle_tests_a_window_of_its_own_size_and_loses_no_pixel(closet):
+    """Trousers under a hoodie: a few large triangles need 64 x 64 windows, most fit 16 x 16 -
+    so the triangles go by size (once all tested the largest one's window: 59 M triangle-pixels
+    for 8 frames, 7.2 of a 7.4 s render on a CPU). Rasterised all in the largest window, the
+    same triangles give the same maps, pixel for pixel."""
+    renderer = BatchRenderer("cpu")
+    look = [GarmentAnnotator(closet.get("trousers-denim")), GarmentAnnotator(closet.get("hoodie-grey"))]
+    poses = [TimedKeypoints(standing_keypoints(1.0 + 0.1 * i, 30), "own") for i in range(4)]
+    plan = renderer.plan((4, 3, 720, 1280), poses, [look] * 4)
+    warp = plan.warp
+    sizes = [k for k, _ in warp.windows]
+    assert len(sizes) > 1 and sizes == sorted(sizes) and sizes[0] == 16
+    assert sum(c for _, c in warp.windows) == warp.n_tri
+    corners = torch.from_numpy(plan.data[warp.corners_at : warp.corners_at + 14 * warp.n_tri]).view(14, -1)
+    tri = renderer._steps.coverage(corners[:13], *warp.grid)
+    order = corners[13].long()
+    by_size = renderer._rasterise(warp.n, tri, order, warp.grid, warp.windows)
+    all_largest = renderer._rasterise(warp.n, tri, order, warp.grid, ((sizes[-1], warp.n_tri),))
+    assert torch.equal(by_size, all_largest)
+    assert int((by_size[:, 0] > -1000).sum()) > 10_000  # the garments cover pixels
