@@ -615,7 +615,7 @@ class EngineGroup:
         self._join_wait_s = join_wait_s
         # Where this process starts among equal engines: its link's number at the first engine
         # (1, 2, ... in the order the server processes linked up) spread over the engines.
-        self._first = (getattr(engines[0], "link_number", 1) - 1) % len(engines)
+        self._first = (engines[0].link_number - 1) % len(engines)
         self.backend = engines[0].backend
         self._of: dict[Hashable, RemoteEngine] = {}  # client -> its engine
         self._lock = threading.Lock()
