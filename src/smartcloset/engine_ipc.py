@@ -509,7 +509,7 @@ class RemoteEngine:
         """Clients on the engine from every server process: as of its last stats for the
         others, this process's own as they are now."""
         s = self._stats
-        return max(0, int(s.get("clients", 0)) - int(s.get("link_clients", 0))) + len(self._sinks)
+        return max(0, int(s.get("clients", 0)) - int(s.get("link_clients", 0))) + self.client_count
 
     def ask_stats(self) -> int:
         """Ask for fresh stats now (``wait_stats`` waits for them); returns the request's number."""
@@ -519,13 +519,10 @@ class RemoteEngine:
         self._link.send({"t": "stats", "q": q}, slot=("stats",))
         return q
 
-    def wait_stats(self, q: int, timeout: float) -> bool:
-        """Whether the engine answered request ``q`` (or a later one) within ``timeout`` s."""
+    def wait_stats(self, q: int, timeout: float) -> None:
+        """Until the engine answers request ``q`` (or a later one), the link closes, or ``timeout`` s."""
         with self._answered:
-            return (
-                self._answered.wait_for(lambda: self._stats.get("q", 0) >= q or self._link.closed, timeout)
-                and not self._link.closed
-            )
+            self._answered.wait_for(lambda: self._stats.get("q", 0) >= q or self._link.closed, timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

@@ -843,8 +843,8 @@ class BatchRenderer:
         largest = 1 << max(3, (int(window.max()) - 1).bit_length())
         windows: tuple[tuple[int, int], ...]
         if largest <= 16:  # one window for all (a T-shirt's triangles), in the painting order
-            painting = np.arange(n_tri, dtype=np.float32)  # exact: a batch has far fewer than 2 ** 24
-            corners_at = data.add(np.concatenate([rows, painting[None]]))
+            corners_at = data.add(rows)
+            data.add(np.arange(n_tri, dtype=np.float32))  # row 13, right after; exact below 2 ** 24
             windows = ((largest, n_tri),)
         else:
             # Past 16, the triangles go by window size (16, 32, ...), each keeping its place in
@@ -915,7 +915,12 @@ class BatchRenderer:
         self._steps.over(canvas[here], patches, pos, dest, None if factor is None else factor[here])
 
     def _rasterise(
-        self, n: int, tri: torch.Tensor, order: torch.Tensor, grid: tuple[int, int], windows: tuple
+        self,
+        n: int,
+        tri: torch.Tensor,
+        order: torch.Tensor,
+        grid: tuple[int, int],
+        windows: tuple[tuple[int, int], ...],
     ) -> torch.Tensor:
         """Per warp, the coarse map (2, gh, gw) of source texture coordinates (``_OUTSIDE`` off
         the mesh): every triangle (a row of ``tri``, from ``_coverage``; ``order``, its place in
