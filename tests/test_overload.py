@@ -189,7 +189,9 @@ def test_a_flooding_client_does_not_starve_a_normal_one(server, video_jpegs, flo
         "worker_rss_mb_every_half_s": [round(r) for r in rss],
     }
     print(FIGURES["flood"])
-    assert flood_fps > 250, "the test client did not flood"
+    # The flood outpaced the server: it offered several times what came back to it (a ratio of
+    # one run, not a speed - on a slower machine both sides slow down).
+    assert flood_fps > 4 * flood_back, ("the test client did not flood", FIGURES["flood"])
     assert alone > 3
     # The normal client keeps at least half the frames it got alone.
     assert during >= 0.5 * alone, FIGURES["flood"]
