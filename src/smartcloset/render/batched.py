@@ -304,11 +304,11 @@ def _capsules(s: torch.Tensor, bh: int, bw: int) -> torch.Tensor:
 
 def _writes(
     tri: torch.Tensor, order: torch.Tensor, window: torch.Tensor, gw: int, gh: int, spare: int, total: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """What each triangle (a row of ``tri``, from ``_coverage``) would write into the coarse
     pixels of its window (offsets ``window``, from ``_window``): for every (triangle, window
-    pixel) its map row (rows: warp, y, x; from ``spare`` on where it writes nothing), its rank and its
-    texture point. The rank makes one writer per pixel, the way the CPU renderer paints: a pixel
+    pixel) its map row (rows: warp, y, x; from ``spare`` on where it writes nothing), the spare
+    row it takes where its write is not kept, its rank and its texture point. The rank makes one writer per pixel, the way the CPU renderer paints: a pixel
     inside a triangle keeps that triangle's affine, not a neighbour's dilated extrapolation,
     and among equals the later triangle wins (a bent elbow's sleeve triangles overlap) -
     ``order``: each triangle's place in the painting order among the batch's ``total``. Why
@@ -340,14 +340,14 @@ def _writes(
     miss = spare + ((lin + order[:, None] * window.shape[1]) & (SPARE_ROWS - 1))
     at = torch.where(near | inside, lin, miss).reshape(-1)
     rank = (order.int()[:, None] + inside.int() * total).reshape(-1)  # a pixel once a triangle; int32 (native atomics)
-    return at, rank, lam_uv[:, 2:].transpose(1, 2).reshape(-1, 2)
+    return at, miss.reshape(-1), rank, lam_uv[:, 2:].transpose(1, 2).reshape(-1, 2)
 
 
 def _rank(
     last: torch.Tensor, tri: torch.Tensor, order: torch.Tensor, window: torch.Tensor, gw: int, gh: int, total: int
 ) -> None:
     """Each pixel's winning rank (``last``, -1 for none) over one piece of a batch's triangles."""
-    at, rank, _ = _writes(tri, order, window, gw, gh, last.shape[0] - SPARE_ROWS, total)
+    at, _, rank, _ = _writes(tri, order, window, gw, gh, last.shape[0] - SPARE_ROWS, total)
     last.scatter_reduce_(0, at, rank, reduce="amax")
 
 
@@ -366,11 +366,11 @@ def _scatter(
     piece first), else found here. Writes no pixel keeps go to the spare rows past the maps
     (``SPARE_ROWS``): no compaction, no host sync."""
     spare = maps.shape[0] - SPARE_ROWS
-    at, rank, uv = _writes(tri, order, window, gw, gh, spare, total)
+    at, miss, rank, uv = _writes(tri, order, window, gw, gh, spare, total)
     if last is None:
         last = torch.full((maps.shape[0],), -1, dtype=torch.int32, device=at.device)
         last.scatter_reduce_(0, at, rank, reduce="amax")
-    maps.index_put_((torch.where(last[at] == rank, at, spare + (at & (SPARE_ROWS - 1))),), uv)
+    maps.index_put_((torch.where(last[at] == rank, at, miss),), uv)
 
 
 def _sample(tex: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
