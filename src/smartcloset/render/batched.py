@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -175,6 +176,7 @@ class _Plan:
     flags_at: int
     index_at: int
     n_index: int
+    table_at: int  # (steps, B): each step's patch of each frame, -1 for none (the Triton composite)
     region: tuple[int, int, int, int]  # (x0, y0, x1, y1): what the draw touches, the boxes' union
 
 
@@ -460,11 +462,51 @@ def compiled_steps() -> _Steps:
         return _compiled
 
 
+def _triton():
+    """The Triton kernels (render/kernels.py), imported when first used: Triton is optional."""
+    from . import kernels
+
+    return kernels
+
+
+def triton_unavailable(device: torch.device) -> str | None:
+    """Why the Triton kernels cannot run on ``device``, or None where they can: on CUDA with
+    Triton installed, or anywhere through Triton's interpreter (``TRITON_INTERPRET=1``)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "Triton is not installed (it comes with PyTorch's CUDA builds)"
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        return f"Triton's kernels run on CUDA, not on {device} (or through its interpreter: TRITON_INTERPRET=1)"
+    return None
+
+
+def resolve_kernels(kernels: str, device: torch.device, compile: bool = False) -> str:
+    """"triton" or "torch" for ``kernels`` ("auto", "triton" or "torch"): "auto" takes Triton
+    where it runs natively (CUDA, Triton installed) and the steps are not compiled; "triton"
+    asked for where it cannot run is an error, said at start."""
+    if kernels not in ("auto", "triton", "torch"):
+        raise ValueError(f"render kernels must be auto, triton or torch, not {kernels!r}")
+    if kernels == "torch" or (kernels == "auto" and (compile or device.type != "cuda")):
+        return "torch"
+    if compile:
+        raise ValueError("the Triton kernels replace the compiled steps: ask for one of them")
+    reason = triton_unavailable(device)
+    if reason is not None:
+        if kernels == "triton":
+            raise RuntimeError(f"render kernels: {reason}")
+        return "torch"
+    assert _triton().DILATE == DILATE
+    return "triton"
+
+
 class BatchRenderer:
     """Renders looks onto a batch of RGB frames on one torch device; with ``compile``, its
     per-pixel steps run through torch.compile (``compiled_steps``; call ``warm_up`` first); with
     ``graphs`` (CUDA only), batches whose plan was seen before replay a CUDA graph
-    (``replay.GraphReplay``)."""
+    (``replay.GraphReplay``). ``kernels``: the rasteriser, arms and composite as Triton kernels
+    (render/kernels.py: a few launches where the PyTorch steps are ~250) or as the PyTorch
+    steps, the reference; "auto" takes Triton on CUDA (``resolve_kernels``)."""
 
     def __init__(
         self,
@@ -474,8 +516,10 @@ class BatchRenderer:
         shading=True,
         compile: bool = False,
         graphs: bool = False,
+        kernels: str = "auto",
     ) -> None:
         self.device = torch.device(device)
+        self.kernels = resolve_kernels(kernels, self.device, compile)
         self.map_step = max(1, int(map_step))
         self.occlusion = occlusion
         self.shading = shading
@@ -653,17 +697,21 @@ class BatchRenderer:
         # composite - uploaded with the rest.
         n_steps = max(len(p) for p in steps)
         flags = np.zeros((n_steps, b), np.float32)
+        table = np.full((n_steps, b), -1.0, np.float32)
         layout: list[tuple[bool, int, int, bool]] = []  # (restore, start, count, every) per step
         index: list[int] = []
         for k in range(n_steps):
             here = [(position[id(p[k])], f) for f, p in enumerate(steps) if k < len(p) and isinstance(p[k], _Warp)]
             flags[k, [f for f, p in enumerate(steps) if k < len(p) and p[k] is _RESTORE]] = 1.0
+            for i, f in here:
+                table[k, f] = i
             start, count = len(index), len(here)
             index += [i for i, _ in here] + [f for _, f in here]
             every = count == b and index[start + count : start + 2 * count] == list(range(b))
             layout.append((arms is not None and bool(flags[k].any()), start, count, every))
         flags_at = data.add(flags)
         index_at = data.add(np.asarray(index, np.float32))  # exact: a batch has far fewer than 2 ** 24
+        table_at = data.add(table)
         # Two plans with one key issue the same device operations in the same shapes: what
         # each frame draws, in order, and every size the host chose.
         looks_key = tuple(
@@ -678,7 +726,9 @@ class BatchRenderer:
         region = (
             (*boxes[:, :2].min(axis=0).tolist(), *boxes[:, 2:].max(axis=0).tolist()) if len(boxes) else (0, 0, 0, 0)
         )
-        return _Plan(key, shape, data.array(), arms, masks, warp, layout, flags_at, index_at, len(index), region)
+        return _Plan(
+            key, shape, data.array(), arms, masks, warp, layout, flags_at, index_at, len(index), table_at, region
+        )
 
     # -- the device's part ---------------------------------------------------------------------
     def _draw(self, frames: torch.Tensor, plan: _Plan, data: torch.Tensor) -> torch.Tensor:
@@ -691,11 +741,15 @@ class BatchRenderer:
         rx0, ry0, rx1, ry1 = plan.region
         if rx1 <= rx0 or ry1 <= ry0:
             return out
-        canvas = frames[:, :, ry0:ry1, rx0:rx1].float()
         factor = self._shading(frames, plan.region) if self.shading else None
         arms = self._arms(plan, data, (h, w)) if plan.arms is not None else None
         drawn = self._warp_all(plan.warp, data) if plan.warp is not None else None
         flags_d = data[plan.flags_at : plan.flags_at + len(plan.steps) * b].view(len(plan.steps), b)
+        if self.kernels == "triton":  # every step in one pass a pixel (render/kernels.py)
+            table_d = data[plan.table_at : plan.table_at + len(plan.steps) * b].view(len(plan.steps), b)
+            _triton().composite(out, frames, plan.region, drawn, factor, arms, table_d, flags_d)
+            return out
+        canvas = frames[:, :, ry0:ry1, rx0:rx1].float()
         index_d = data[plan.index_at : plan.index_at + plan.n_index].long()
         for k, (restore, start, count, every) in enumerate(plan.steps):
             if restore:  # only where the plan has arms
@@ -769,7 +823,10 @@ class BatchRenderer:
         x0, y0, x1, y1, n_seg, at = plan.arms
         b = plan.shape[0]
         s = data[at : at + b * n_seg * 5].view(b, n_seg, 5)
-        mask = self._steps.capsules(s, y1 - y0, x1 - x0)  # (B, 1, bh, bw)
+        if self.kernels == "triton":
+            mask = _triton().capsules(s, y1 - y0, x1 - x0)
+        else:
+            mask = self._steps.capsules(s, y1 - y0, x1 - x0)  # (B, 1, bh, bw)
         h, w = shape
         for f, pm in enumerate(plan.masks):
             if pm is not None:
@@ -891,8 +948,15 @@ class BatchRenderer:
         gw, gh = plan.grid
         x0, y0, x1, y1 = plan.box
         corners = data[plan.corners_at : plan.corners_at + 14 * plan.n_tri].view(14, plan.n_tri)
-        tri = self._steps.coverage(corners[:13], gw, gh)
-        maps = self._rasterise(plan.n, tri, corners[13].int(), plan.grid, plan.windows)
+        if self.kernels == "triton":  # the set-up, ranks and writes in two launches a window size
+            size = plan.n * gh * gw
+            maps = torch.full((size, 2), _OUTSIDE, device=self.device)
+            last = torch.full((size,), -1, dtype=torch.int32, device=self.device)
+            _triton().rasterise(maps, last, corners, plan.windows, plan.grid)
+            maps = maps.view(plan.n, gh, gw, 2).permute(0, 3, 1, 2)
+        else:
+            tri = self._steps.coverage(corners[:13], gw, gh)
+            maps = self._rasterise(plan.n, tri, corners[13].int(), plan.grid, plan.windows)
         if s > 1:  # coarse point j sits at full pixel j * s: align_corners on a grid of (g-1)*s+1
             maps = F.interpolate(maps, size=((gh - 1) * s + 1, (gw - 1) * s + 1), mode="bilinear", align_corners=True)
         maps = maps[:, :, : y1 - y0, : x1 - x0]
