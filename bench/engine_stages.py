@@ -60,7 +60,8 @@ def main() -> None:
     backend = StandInPose(RTMPoseBackend("rtmpose-m", "cuda", weights=False, detector=FullFrameDetector()))
     look = [GarmentAnnotator(Closet(user_dir="/nonexistent").get("tshirt-navy"))]
     renderer = BatchRenderer(dev, compile=args.render_compile, graphs=not args.render_compile)  # CUDA graphs
-    eager = BatchRenderer(dev, graphs=False)  # op by op, side by side
+    eager = BatchRenderer(dev, graphs=False)  # op by op (Triton kernels where they run), side by side
+    steps = BatchRenderer(dev, graphs=False, kernels="torch")  # op by op, the PyTorch steps
     compile_s = None
     if args.render_compile:
         t0 = time.perf_counter()
@@ -76,6 +77,7 @@ def main() -> None:
         frames = torch.stack(images)
         ren_ms, out = timed(lambda: renderer.render(frames, timed_kp, [look] * b), args.reps)  # noqa: B023
         eager_ms, _ = timed(lambda: eager.render(frames, timed_kp, [look] * b), args.reps)  # noqa: B023
+        steps_ms, _ = timed(lambda: steps.render(frames, timed_kp, [look] * b), args.reps)  # noqa: B023
         enc_ms, encoded = timed(lambda: encode_batch(list(out), [80] * b, args.gpu_jpeg), args.reps)  # noqa: B023
         total = dec_ms + pose_ms + ren_ms + enc_ms
         # Each stage's GPU time (kernels and copies, nvJPEG's included) and host time, once.
@@ -84,6 +86,8 @@ def main() -> None:
             ("decode", lambda: decode_batch(batch, dev, gpu_jpeg=args.gpu_jpeg)),  # noqa: B023
             ("pose", lambda: backend.infer_tensors(images, keys)),  # noqa: B023
             ("render", lambda: renderer.render(frames, timed_kp, [look] * b)),  # noqa: B023
+            ("render_eager", lambda: eager.render(frames, timed_kp, [look] * b)),  # noqa: B023
+            ("render_steps", lambda: steps.render(frames, timed_kp, [look] * b)),  # noqa: B023
             ("encode", lambda: encode_batch(list(out), [80] * b, args.gpu_jpeg)),  # noqa: B023
         ):
             torch.cuda.synchronize()
@@ -120,6 +124,13 @@ def main() -> None:
         # Compiled or graphed against eager, same batch: the largest difference in levels.
         diff = (out.int() - eager.render(frames, timed_kp, [look] * b).int()).abs()
         differ = {"max_diff_vs_eager": int(diff.max()), "share_differing": round(float((diff > 0).float().mean()), 6)}
+        diff = (
+            eager.render(frames, timed_kp, [look] * b).int() - steps.render(frames, timed_kp, [look] * b).int()
+        ).abs()
+        differ |= {
+            "kernels_max_diff_vs_steps": int(diff.max()),
+            "kernels_share_differing": float((diff > 0).float().mean()),
+        }
         row = {
             "gpu_jpeg": args.gpu_jpeg,
             "render_compiled": args.render_compile,
@@ -130,8 +141,12 @@ def main() -> None:
             "render_ms": round(ren_ms, 2),
             "render_graphs": renderer.replay is not None and renderer.replay.replays > 0,
             "render_eager_ms": round(eager_ms, 2),
+            "render_kernels_used": eager.kernels,  # "triton" or "torch", op by op
+            "render_steps_ms": round(steps_ms, 2),  # the PyTorch steps, op by op
             "render_kernels": len(kernels),  # GPU kernels and copies of one render
             "render_gpu_ms": round(sum(e.device_time for e in kernels) / 1000, 2),
+            "render_eager_launches": len(gpu["render_eager"][0]),
+            "render_steps_launches": len(gpu["render_steps"][0]),
             "encode_ms": round(enc_ms, 2),
             # GPU busy time per stage (kernels summed; streams may overlap them) and the time to
             # return to the host - under a profiler, so compare within these columns.

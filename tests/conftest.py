@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -14,6 +15,17 @@ from smartcloset import codec
 from smartcloset.bench import letterbox, letterbox_keypoints
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+
+# The renderer's Triton kernels (render/kernels.py) run through Triton's interpreter where
+# there is no GPU; it is chosen when they are defined, so before any test imports them.
+try:
+    import torch
+
+    _cuda = torch.cuda.is_available()
+except ImportError:
+    _cuda = False
+if not _cuda:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")

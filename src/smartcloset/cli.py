@@ -76,6 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         gpu_jpeg=args.gpu_jpeg,
         render_compile=args.render_compile,
         render_graphs=args.render_graphs,
+        render_kernels=args.render_kernels,
         cuda_wait=args.cuda_wait,
         transport_only=args.transport_only,
         pose_random_weights=args.random_weights,
@@ -286,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="--render batched on CUDA: replay each batch's draw as a CUDA graph (experimental: "
         "faster for a few clients, slower for many; docs/performance.md, stops 16-17)",
+    )
+    s.add_argument(
+        "--render-kernels",
+        default="auto",
+        choices=["auto", "triton", "torch"],
+        help="--render batched: the rasteriser, arms and composite as Triton kernels or as PyTorch steps "
+        "(auto: Triton on CUDA, PyTorch elsewhere)",
     )
     bench = s.add_argument_group("benchmarking only")
     bench.add_argument("--transport-only", action="store_true", help="echo frames: measure the transport alone")

@@ -53,6 +53,10 @@ class ServerConfig:
     # 1,892-1,904) at a higher p95, and its CUDA test (graphed = eager pictures) still finds more
     # seam values differing than two eager runs do (docs/performance.md, "Stop 16", "Stop 17").
     render_graphs: bool = False
+    # The batched renderer's rasteriser, arms and composite as Triton kernels (render/kernels.py:
+    # a few launches where the PyTorch steps are ~250, the render's host time being what limits
+    # a busy engine) or as the PyTorch steps. "auto": Triton on CUDA, PyTorch elsewhere.
+    render_kernels: str = "auto"
     # How the threads that use the GPU wait for it (cuda_wait.py says why): "spin" holds a core
     # per waiting thread, "block" sleeps until the driver wakes it; "auto" is CUDA's own choice,
     # which spins on any host with more cores than CUDA contexts.

@@ -93,6 +93,7 @@ class FrameEngine(PoseWorker):
         gpu_jpeg: str = "auto",
         render_compile: bool = False,
         render_graphs: bool = False,
+        render_kernels: str = "auto",
         **worker_options,
     ) -> None:
         super().__init__(backend, config, limits, **worker_options)
@@ -105,7 +106,9 @@ class FrameEngine(PoseWorker):
                 "--render-graphs ignored: CUDA graphs need a CUDA device and the eager renderer (%s)",
                 "the renderer is compiled" if render_compile and self.device.type == "cuda" else f"on {self.device}",
             )
-        self.renderer = renderer or BatchRenderer(self.device, compile=render_compile, graphs=graphs)
+        self.renderer = renderer or BatchRenderer(
+            self.device, compile=render_compile, graphs=graphs, kernels=render_kernels
+        )
         # Which library does JPEG on CUDA, decided here: a missing one asked for by name stops
         # the engine at start, not every batch later.
         self.gpu_jpeg = resolve_gpu_jpeg(self.device, gpu_jpeg)
@@ -120,7 +123,7 @@ class FrameEngine(PoseWorker):
             backend.name,
             "device tensors" if self._tensor_pose else f"host images at {config.inference_size}",
             self.device,
-            ", compiled" if self.renderer.compiled else "",
+            ", compiled" if self.renderer.compiled else f", {self.renderer.kernels} kernels",
             ", CUDA graphs" if self.renderer.replay is not None else "",
         )
 
@@ -142,6 +145,13 @@ class FrameEngine(PoseWorker):
             t0 = time.perf_counter()
             self.renderer.warm_up(shape, batches=sorted({1, 2, 3, 4, max(1, self.config.max_size)}))
             log.info("engine warm: renderer compiled in %.1f s", time.perf_counter() - t0)
+        elif self.renderer.kernels == "triton":
+            from .render import kernels
+
+            t0 = time.perf_counter()
+            kernels.warm_up(self.device)
+            torch.cuda.synchronize(self.device)
+            log.info("engine warm: Triton kernels ready in %.1f s", time.perf_counter() - t0)
         if not self._tensor_pose:
             return self
         threads = self._max_inflight

@@ -482,7 +482,7 @@ def triton_unavailable(device: torch.device) -> str | None:
 
 
 def resolve_kernels(kernels: str, device: torch.device, compile: bool = False) -> str:
-    """"triton" or "torch" for ``kernels`` ("auto", "triton" or "torch"): "auto" takes Triton
+    """ "triton" or "torch" for ``kernels`` ("auto", "triton" or "torch"): "auto" takes Triton
     where it runs natively (CUDA, Triton installed) and the steps are not compiled; "triton"
     asked for where it cannot run is an error, said at start."""
     if kernels not in ("auto", "triton", "torch"):

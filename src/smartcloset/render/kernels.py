@@ -13,9 +13,10 @@ and the CPU path. Float results may differ in the last bit (fused multiply-adds)
 on a triangle's edge can fall the other way - the tests bound how many. On a CPU these run
 through Triton's interpreter (``TRITON_INTERPRET=1``), which the tests use.
 
-Every integer argument is left unspecialised (``do_not_specialize``): Triton otherwise compiles
-a kernel again for each new combination of sizes divisible by 16 - seconds of stall in a busy
-server the first time a person steps into a new box.
+Every integer argument is left unspecialised (``do_not_specialize``), and every pointer's
+alignment (the plan's data is one array, its parts at any offset): Triton otherwise compiles a
+kernel again for each new combination of sizes divisible by 16 and addresses aligned to 16
+bytes - a second's stall in a busy engine the first time a person steps into a new box.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ PAIRS = 65536 if _INTERPRETED else 2048
 
 @triton.jit(
     do_not_specialize=["stride", "first", "count", "gw", "gh", "total"],
+    do_not_specialize_on_alignment=["corners", "last", "maps"],
 )
 def _raster(
     corners,  # (14, stride) float32: x0 y0 x1 y1 x2 y2 (coarse grid), u0 v0 u1 v1 u2 v2, warp, order
@@ -141,16 +143,16 @@ def rasterise(maps, last, corners, windows, grid: tuple[int, int]) -> None:
             first += count
 
 
-@triton.jit(do_not_specialize=["bh", "bw"])
-def _capsules(seg, out, bh, bw, SEGS: tl.constexpr, BLOCK: tl.constexpr):
+@triton.jit(do_not_specialize=["n_seg", "bh", "bw"], do_not_specialize_on_alignment=["seg", "out"])
+def _capsules(seg, out, n_seg, bh, bw, BLOCK: tl.constexpr):
     f = tl.program_id(1)
     p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     here = p < bh * bw
     y = (p // bw).to(tl.float32)
     x = (p % bw).to(tl.float32)
     best = tl.zeros([BLOCK], dtype=tl.float32)
-    for s in tl.static_range(SEGS):
-        at = seg + (f * SEGS + s) * 5
+    for s in range(n_seg):
+        at = seg + (f * n_seg + s) * 5
         ax = tl.load(at)
         ay = tl.load(at + 1)
         dx = tl.load(at + 2) - ax
@@ -172,17 +174,29 @@ def capsules(seg, bh: int, bw: int):
     seg = seg.contiguous()
     b, n_seg = seg.shape[:2]
     out = torch.empty((b, 1, bh, bw), dtype=torch.float32, device=seg.device)
-    _capsules[(triton.cdiv(bh * bw, BLOCK), b)](seg, out, bh, bw, SEGS=n_seg, BLOCK=BLOCK)
+    _capsules[(triton.cdiv(bh * bw, BLOCK), b)](seg, out, n_seg, bh, bw, BLOCK=BLOCK)
     return out
+
+
+@triton.jit
+def _to_uint8(v):
+    """Rounded half to even, as torch.round (a shaded garment's opaque pixels land on .5 often:
+    its factor clamps to a quarter step), clamped to 0-255."""
+    f = tl.floor(v)
+    rest = v - f
+    odd = (f - 2.0 * tl.floor(f * 0.5)) == 1.0
+    up = (rest > 0.5) | ((rest == 0.5) & odd)
+    return tl.minimum(tl.maximum(f + up.to(tl.float32), 0.0), 255.0).to(tl.uint8)
 
 
 @triton.jit(
     do_not_specialize=[
         "f_b", "f_c", "f_y", "f_x", "o_b", "o_c", "o_y", "o_x", "rx0", "ry0", "rw", "rh",
         "p_j", "p_c", "p_y", "p_x", "bx0", "by0", "bw", "bh", "s_b", "s_y", "s_x",
-        "m_b", "m_y", "m_x", "ax0", "ay0", "aw", "ah", "batch",
-    ]  # fmt: skip
-)
+        "m_b", "m_y", "m_x", "ax0", "ay0", "aw", "ah", "n_steps", "batch",
+    ],
+    do_not_specialize_on_alignment=["out", "frames", "patches", "factor", "mask", "table", "flags"],
+)  # fmt: skip
 def _composite(
     out, f_b, f_c, f_y, f_x, o_b, o_c, o_y, o_x,  # strides of frames (f_*) and out (o_*)
     frames, rx0, ry0, rw, rh,
@@ -191,8 +205,8 @@ def _composite(
     mask, m_b, m_y, m_x, ax0, ay0, aw, ah,
     table,  # (n_steps, batch) float32: each step's patch of each frame, -1 for none
     flags,  # (n_steps, batch) float32: 1 where the frame draws its arms back at that step
-    batch,
-    STEPS: tl.constexpr, SHADE: tl.constexpr, ARMS: tl.constexpr, BLOCK: tl.constexpr,
+    n_steps, batch,
+    SHADE: tl.constexpr, ARMS: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     f = tl.program_id(1)
     p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -214,7 +228,7 @@ def _composite(
         my, mx = y - ay0, x - ax0
         in_arms = here & (my >= 0) & (my < ah) & (mx >= 0) & (mx < aw)
         arm = tl.load(mask + f * m_b + my * m_y + mx * m_x, mask=in_arms, other=0.0)
-    for k in tl.static_range(STEPS):
+    for k in range(n_steps):
         if ARMS:
             flag = tl.load(flags + k * batch + f)
             if flag != 0:
@@ -238,9 +252,9 @@ def _composite(
             g = g * keep + pg
             b = b * keep + pb
     dst = out + f * o_b + y * o_y + x * o_x
-    tl.store(dst, tl.minimum(tl.maximum(tl.floor(r + 0.5), 0.0), 255.0).to(tl.uint8), mask=here)
-    tl.store(dst + o_c, tl.minimum(tl.maximum(tl.floor(g + 0.5), 0.0), 255.0).to(tl.uint8), mask=here)
-    tl.store(dst + 2 * o_c, tl.minimum(tl.maximum(tl.floor(b + 0.5), 0.0), 255.0).to(tl.uint8), mask=here)
+    tl.store(dst, _to_uint8(r), mask=here)
+    tl.store(dst + o_c, _to_uint8(g), mask=here)
+    tl.store(dst + 2 * o_c, _to_uint8(b), mask=here)
 
 
 def composite(out, frames, region, drawn, factor, arms, table, flags) -> None:
@@ -277,6 +291,27 @@ def composite(out, frames, region, drawn, factor, arms, table, flags) -> None:
         patches, pj, pc, py, px, bx0, by0, bx1 - bx0, by1 - by0,
         factor if shade else dummy, sb, sy, sx,
         mask, mb, my, mx, ax0, ay0, aw, ah,
-        table, flags, b,
-        STEPS=table.shape[0], SHADE=shade, ARMS=arms is not None, BLOCK=BLOCK,
+        table, flags, table.shape[0], b,
+        SHADE=shade, ARMS=arms is not None, BLOCK=BLOCK,
     )  # fmt: skip
+
+
+def warm_up(device) -> None:
+    """Compile every kernel variant a server meets - the rasteriser's window sizes (8 to 512
+    pixels a side, rank and write passes), the arms, the composite with and without shading and
+    arms - on tiny inputs, before clients come: a first compile takes ~1 s, which a busy
+    engine's batch would wait for. Triton keeps them on disk for the next process."""
+    import torch
+
+    corners = torch.zeros((14, 1), dtype=torch.float32, device=device)  # one triangle of no area
+    maps = torch.zeros((4, 2), dtype=torch.float32, device=device)
+    last = torch.full((4,), -1, dtype=torch.int32, device=device)
+    rasterise(maps, last, corners, [(k, 1) for k in (8, 16, 32, 64, 128, 256, 512)], (2, 2))
+    seg = torch.zeros((1, 1, 5), dtype=torch.float32, device=device)
+    mask = capsules(seg, 2, 2)
+    frames = torch.zeros((1, 3, 2, 2), dtype=torch.uint8, device=device)
+    patches = torch.zeros((1, 4, 2, 2), dtype=torch.float32, device=device)
+    table = torch.zeros((1, 1), dtype=torch.float32, device=device)
+    for shade in (None, torch.ones((1, 1, 2, 2), dtype=torch.float32, device=device)):
+        for arms in (None, (mask, (0, 0))):
+            composite(frames.clone(), frames, (0, 0, 2, 2), (patches, (0, 0, 2, 2)), shade, arms, table, table)

@@ -136,6 +136,7 @@ def build_engine(config: ServerConfig, backend: PoseBackend, factory=None):
         gpu_jpeg=engine_gpu_jpeg(config),
         render_compile=config.render_compile,
         render_graphs=config.render_graphs,
+        render_kernels=config.render_kernels,
         factory=factory,
         faults=_faults(config),
     )
