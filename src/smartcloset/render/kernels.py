@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 
 DILATE = 1.0  # batched.DILATE (asserted equal there)
+_DILATE = tl.constexpr(DILATE)  # as a kernel reads it
 # Work a program: pixels (composite, capsules) and (triangle, window pixel) pairs (rasteriser).
 # Triton's interpreter (the CPU tests) runs a program at a time in NumPy, so there the blocks
 # are larger: its cost is per program.
@@ -79,14 +80,14 @@ def _raster(
     s1x, s2x, s1y, s2y = u1 - u0, u2 - u0, v1 - v0, v2 - v0
     l00, l01 = s1x * a + s2x * c, s1x * b + s2x * d
     l10, l11 = s1y * a + s2y * c, s1y * b + s2y * d
-    rx0 = tl.minimum(tl.minimum(x0, x1), x2) - DILATE
-    ry0 = tl.minimum(tl.minimum(y0, y1), y2) - DILATE
-    rx1 = tl.maximum(tl.maximum(x0, x1), x2) + DILATE
-    ry1 = tl.maximum(tl.maximum(y0, y1), y2) + DILATE
+    rx0 = tl.minimum(tl.minimum(x0, x1), x2) - _DILATE
+    ry0 = tl.minimum(tl.minimum(y0, y1), y2) - _DILATE
+    rx1 = tl.maximum(tl.maximum(x0, x1), x2) + _DILATE
+    ry1 = tl.maximum(tl.maximum(y0, y1), y2) + _DILATE
     lox = tl.maximum(tl.floor(rx0), 0.0)
     loy = tl.maximum(tl.floor(ry0), 0.0)
     keep = live & valid & (tl.minimum(tl.ceil(rx1), gw - 1.0) >= lox) & (tl.minimum(tl.ceil(ry1), gh - 1.0) >= loy)
-    grow = DILATE / tl.maximum(tl.abs(det), 1e-6)
+    grow = _DILATE / tl.maximum(tl.abs(det), 1e-6)
     tol0 = tl.minimum(tl.sqrt((x1 - x2) * (x1 - x2) + (y1 - y2) * (y1 - y2)) * grow, 1.0)
     tol1 = tl.minimum(tl.sqrt((x2 - x0) * (x2 - x0) + (y2 - y0) * (y2 - y0)) * grow, 1.0)
     tol2 = tl.minimum(tl.sqrt((x0 - x1) * (x0 - x1) + (y0 - y1) * (y0 - y1)) * grow, 1.0)
