@@ -23,7 +23,7 @@ from smartcloset.render.annotators import GarmentAnnotator  # noqa: E402
 from smartcloset.render.batched import BatchRenderer, _coverage, frames_to_tensor, resolve_kernels  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-OFF_BY_ONE_SHARE = 1e-4  # values a level apart (measured: ~1e-6 in the interpreter)
+OFF_BY_ONE_SHARE = 1e-3  # values a level apart (measured: ~1e-6 in the interpreter, 1.4e-4 on an H200)
 FURTHER = 50  # values further apart, of the millions a batch has (measured: 0)
 
 
@@ -62,6 +62,8 @@ CASES = {
         {"nobody": 3},
     ),
     "no shading, no arms in front": (["shirt-blue"] * 2, {"shading": False, "occlusion": False}),
+    # 1270 pixels wide: off the quarter-size grid, so the shading is worked out at full size
+    "a frame size off the quarter grid": (["tshirt-navy"] * 2, {"width": 1270}),
 }
 
 
@@ -77,7 +79,7 @@ def test_triton_kernels_draw_what_the_pytorch_steps_draw(closet, frames, name):
     triton_r = BatchRenderer(DEVICE, kernels="triton", **kw)
     torch_r = BatchRenderer(DEVICE, kernels="torch", **kw)
     assert (triton_r.kernels, torch_r.kernels) == ("triton", "torch")
-    batch = frames[:n]
+    batch = frames[:n, :, :, : options.get("width", frames.shape[-1])].contiguous()
     got = triton_r.render(batch, poses, looks)
     _agree(got, torch_r.render(batch, poses, looks), batch)
     if "nobody" in options:
@@ -186,9 +188,14 @@ for k, tile, block_t in ((8, 64, 32), (16, 256, 8), (64, 1024, 2)):
     for write in (False, True):
         n += compile_(kernels._raster, {"last": "*i32"}, WRITE=write, K=k, TILE=tile, BLOCK_T=block_t)
 n += compile_(kernels._capsules, {"out": "*fp32"}, BLOCK=1024)
-for shade in (False, True):
+for shade in (0, 1, 2):
     for arms in (False, True):
         n += compile_(kernels._composite, {"out": "*u8", "frames": "*u8"}, SHADE=shade, ARMS=arms, BLOCK=1024)
+n += compile_(kernels._luminance, {"frames": "*u8", "lum": "*fp32"}, BLOCK=1024)
+for vertical in (False, True):
+    names = ("src_fine", "src_coarse", "k_fine", "k_coarse", "dst_fine", "dst_coarse")
+    n += compile_(kernels._blur, dict.fromkeys(names, "*fp32"), VERTICAL=vertical, FINE=9, COARSE=33,
+                  STRENGTH_=0.6, LO=0.75, HI=1.2, BLOCK=1024)
 print("compiled", n)
 """
 
@@ -206,4 +213,4 @@ def test_the_kernels_compile_for_a_hopper_gpu():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-c", _COMPILE], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["compiled", "11"]
+    assert done.stdout.split() == ["compiled", "16"]

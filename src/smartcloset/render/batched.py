@@ -741,14 +741,22 @@ class BatchRenderer:
         rx0, ry0, rx1, ry1 = plan.region
         if rx1 <= rx0 or ry1 <= ry0:
             return out
-        factor = self._shading(frames, plan.region) if self.shading else None
         arms = self._arms(plan, data, (h, w)) if plan.arms is not None else None
         drawn = self._warp_all(plan.warp, data) if plan.warp is not None else None
         flags_d = data[plan.flags_at : plan.flags_at + len(plan.steps) * b].view(len(plan.steps), b)
         if self.kernels == "triton":  # every step in one pass a pixel (render/kernels.py)
+            factor, quarter = None, None
+            if self.shading:
+                k_fine, k_coarse = _gaussian_kernel(1.0, frames.device), _gaussian_kernel(4.0, frames.device)
+                crop = self._shading_crop((h, w), plan.region, len(k_coarse))
+                if crop is not None and min(crop[2] - crop[0], crop[3] - crop[1]) // 4 > len(k_coarse) // 2:
+                    factor, quarter = _triton().shading(frames, crop, k_fine, k_coarse), crop[:2]
+                else:  # a frame size off the quarter grid, or too small for the blurs' mirrored border
+                    factor = self._shading(frames, plan.region)
             table_d = data[plan.table_at : plan.table_at + len(plan.steps) * b].view(len(plan.steps), b)
-            _triton().composite(out, frames, plan.region, drawn, factor, arms, table_d, flags_d)
+            _triton().composite(out, frames, plan.region, drawn, factor, arms, table_d, flags_d, quarter)
             return out
+        factor = self._shading(frames, plan.region) if self.shading else None
         canvas = frames[:, :, ry0:ry1, rx0:rx1].float()
         index_d = data[plan.index_at : plan.index_at + plan.n_index].long()
         for k, (restore, start, count, every) in enumerate(plan.steps):
@@ -772,20 +780,26 @@ class BatchRenderer:
         (frame sizes in multiples of 4 - the quarter-size grid lines up), the same values as
         over the whole frame."""
         k_fine, k_coarse = _gaussian_kernel(1.0, frames.device), _gaussian_kernel(4.0, frames.device)
-        h, w = frames.shape[-2:]
         x0, y0, x1, y1 = region
-        if h % 4 or w % 4 or x0 % 4 or y0 % 4:
+        crop = self._shading_crop(frames.shape[-2:], region, len(k_coarse))
+        if crop is None:
             return self._steps.shading(frames, k_fine, k_coarse)[:, :, y0:y1, x0:x1]
-        # Quarter-size pixels the coarse blur reaches, + 1 for the upsampling, + 1 spare.
-        m = 4 * (len(k_coarse) // 2 + 2)
-        cx0, cy0, cx1, cy1 = (
-            max(x0 - m, 0),
-            max(y0 - m, 0),
-            min(-(-(x1 + m) // 4) * 4, w),
-            min(-(-(y1 + m) // 4) * 4, h),
-        )
+        cx0, cy0, cx1, cy1 = crop
         factor = self._steps.shading(frames[:, :, cy0:cy1, cx0:cx1], k_fine, k_coarse)
         return factor[:, :, y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0]
+
+    @staticmethod
+    def _shading_crop(size: tuple[int, int], region: tuple[int, int, int, int], k: int) -> tuple | None:
+        """The part of frames of ``size`` (h, w) whose shading gives the whole frame's over
+        ``region``: the region and the margin a blur of ``k`` taps reaches across, on the
+        quarter-size grid; None where the frame or region is off that grid."""
+        h, w = size
+        x0, y0, x1, y1 = region
+        if h % 4 or w % 4 or x0 % 4 or y0 % 4:
+            return None
+        # Quarter-size pixels the coarse blur reaches, + 1 for the upsampling, + 1 spare.
+        m = 4 * (k // 2 + 2)
+        return max(x0 - m, 0), max(y0 - m, 0), min(-(-(x1 + m) // 4) * 4, w), min(-(-(y1 + m) // 4) * 4, h)
 
     # -- arms ----------------------------------------------------------------------------------
     def _plan_arms(

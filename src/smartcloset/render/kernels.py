@@ -179,6 +179,89 @@ def capsules(seg, bh: int, bw: int):
     return out
 
 
+@triton.jit(do_not_specialize=["f_b", "f_c", "f_y", "f_x", "cx0", "cy0", "qw", "qh"])
+def _luminance(frames, f_b, f_c, f_y, f_x, cx0, cy0, qw, qh, lum, BLOCK: tl.constexpr):
+    """Each 4 x 4 block of the crop at (cx0, cy0) averaged ("area"), as luminance + 8."""
+    f = tl.program_id(1)
+    p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    here = p < qw * qh
+    qy, qx = p // qw, p % qw
+    r = tl.zeros([BLOCK], dtype=tl.float32)
+    g = tl.zeros([BLOCK], dtype=tl.float32)
+    b = tl.zeros([BLOCK], dtype=tl.float32)
+    for dy in tl.static_range(4):
+        for dx in tl.static_range(4):
+            at = frames + f * f_b + (cy0 + 4 * qy + dy) * f_y + (cx0 + 4 * qx + dx) * f_x
+            r += tl.load(at, mask=here, other=0).to(tl.float32)
+            g += tl.load(at + f_c, mask=here, other=0).to(tl.float32)
+            b += tl.load(at + 2 * f_c, mask=here, other=0).to(tl.float32)
+    value = 0.299 * (r / 16.0) + 0.587 * (g / 16.0) + 0.114 * (b / 16.0) + 8.0
+    tl.store(lum + f * qw * qh + p, value, mask=here)
+
+
+@triton.jit
+def _reflect(i, n):
+    """OpenCV's BORDER_REFLECT_101 index (the kernel's reach is under n)."""
+    i = tl.where(i < 0, -i, i)
+    return tl.where(i >= n, 2 * n - 2 - i, i)
+
+
+@triton.jit(do_not_specialize=["qw", "qh"])
+def _blur(src_fine, src_coarse, k_fine, k_coarse, dst_fine, dst_coarse, qw, qh, VERTICAL: tl.constexpr,
+          FINE: tl.constexpr, COARSE: tl.constexpr, STRENGTH_: tl.constexpr, LO: tl.constexpr, HI: tl.constexpr,
+          BLOCK: tl.constexpr):  # fmt: skip
+    """One pass of both separable Gaussians (batched._blur), along x or then y; the y pass ends
+    in the shading factor (batched._shading_factor), written to ``dst_fine``."""
+    f = tl.program_id(1)
+    p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    here = p < qw * qh
+    qy, qx = p // qw, p % qw
+    base = f * qw * qh
+    fine = tl.zeros([BLOCK], dtype=tl.float32)
+    coarse = tl.zeros([BLOCK], dtype=tl.float32)
+    for i in tl.static_range(COARSE):
+        if VERTICAL:
+            at = _reflect(qy + (i - COARSE // 2), qh) * qw + qx
+        else:
+            at = qy * qw + _reflect(qx + (i - COARSE // 2), qw)
+        coarse += tl.load(k_coarse + i) * tl.load(src_coarse + base + at, mask=here, other=0.0)
+    for i in tl.static_range(FINE):
+        if VERTICAL:
+            at = _reflect(qy + (i - FINE // 2), qh) * qw + qx
+        else:
+            at = qy * qw + _reflect(qx + (i - FINE // 2), qw)
+        fine += tl.load(k_fine + i) * tl.load(src_fine + base + at, mask=here, other=0.0)
+    if VERTICAL:
+        factor = 1.0 + STRENGTH_ * (fine / tl.where(here, coarse, 1.0) - 1.0)
+        tl.store(dst_fine + base + p, tl.minimum(tl.maximum(factor, LO), HI), mask=here)
+    else:
+        tl.store(dst_fine + base + p, fine, mask=here)
+        tl.store(dst_coarse + base + p, coarse, mask=here)
+
+
+def shading(frames, crop, k_fine, k_coarse):
+    """The shading factor at quarter size over ``crop`` (x0, y0, x1, y1: multiples of 4; at
+    quarter size wider and taller than the coarse kernel's reach), (B, qh, qw) float32 - as ``batched._shading_factor`` before its
+    upsampling, which the composite does as it reads it. Three launches where the PyTorch
+    steps are ~20."""
+    import torch
+
+    from .shading import LIMITS, STRENGTH
+
+    x0, y0, x1, y1 = crop
+    qw, qh = (x1 - x0) // 4, (y1 - y0) // 4
+    b = frames.shape[0]
+    grid = (triton.cdiv(qw * qh, BLOCK), b)
+    lum = torch.empty((b, qh, qw), dtype=torch.float32, device=frames.device)
+    fb, fc, fy, fx = frames.stride()
+    _luminance[grid](frames, fb, fc, fy, fx, x0, y0, qw, qh, lum, BLOCK=BLOCK)
+    fine, coarse = torch.empty_like(lum), torch.empty_like(lum)
+    consts = dict(FINE=len(k_fine), COARSE=len(k_coarse), STRENGTH_=STRENGTH, LO=LIMITS[0], HI=LIMITS[1], BLOCK=BLOCK)
+    _blur[grid](lum, lum, k_fine, k_coarse, fine, coarse, qw, qh, VERTICAL=False, **consts)
+    _blur[grid](fine, coarse, k_fine, k_coarse, lum, lum, qw, qh, VERTICAL=True, **consts)
+    return lum
+
+
 @triton.jit
 def _to_uint8(v):
     """Rounded half to even, as torch.round (a shaded garment's opaque pixels land on .5 often:
@@ -193,7 +276,7 @@ def _to_uint8(v):
 @triton.jit(
     do_not_specialize=[
         "f_b", "f_c", "f_y", "f_x", "o_b", "o_c", "o_y", "o_x", "rx0", "ry0", "rw", "rh",
-        "p_j", "p_c", "p_y", "p_x", "bx0", "by0", "bw", "bh", "s_b", "s_y", "s_x",
+        "p_j", "p_c", "p_y", "p_x", "bx0", "by0", "bw", "bh", "s_b", "s_y", "s_x", "qx0", "qy0", "qw", "qh",
         "m_b", "m_y", "m_x", "ax0", "ay0", "aw", "ah", "n_steps", "batch",
     ],
     do_not_specialize_on_alignment=["out", "frames", "patches", "factor", "mask", "table", "flags"],
@@ -202,7 +285,7 @@ def _composite(
     out, f_b, f_c, f_y, f_x, o_b, o_c, o_y, o_x,  # strides of frames (f_*) and out (o_*)
     frames, rx0, ry0, rw, rh,
     patches, p_j, p_c, p_y, p_x, bx0, by0, bw, bh,
-    factor, s_b, s_y, s_x,
+    factor, s_b, s_y, s_x, qx0, qy0, qw, qh,  # SHADE 2: (B, qh, qw) at quarter size from (qx0, qy0)
     mask, m_b, m_y, m_x, ax0, ay0, aw, ah,
     table,  # (n_steps, batch) float32: each step's patch of each frame, -1 for none
     flags,  # (n_steps, batch) float32: 1 where the frame draws its arms back at that step
@@ -223,8 +306,22 @@ def _composite(
     r, g, b = r0, g0, b0
     py, px = y - by0, x - bx0
     in_box = here & (py >= 0) & (py < bh) & (px >= 0) & (px < bw)
-    if SHADE:
+    if SHADE == 1:  # over the region, full size
         shade = tl.load(factor + f * s_b + ly * s_y + lx * s_x, mask=here, other=1.0)
+    if SHADE == 2:  # at quarter size, upsampled here: bilinear, half-pixel centres (F.interpolate's)
+        sy = tl.maximum((y - qy0 + 0.5) * 0.25 - 0.5, 0.0)
+        sx = tl.maximum((x - qx0 + 0.5) * 0.25 - 0.5, 0.0)
+        iy0, ix0 = sy.to(tl.int32), sx.to(tl.int32)  # floor: both are >= 0
+        iy1, ix1 = tl.minimum(iy0 + 1, qh - 1), tl.minimum(ix0 + 1, qw - 1)
+        wy, wx = sy - iy0, sx - ix0
+        q = factor + f * s_b
+        top = (1 - wx) * tl.load(q + iy0 * s_y + ix0 * s_x, mask=here, other=1.0) + wx * tl.load(
+            q + iy0 * s_y + ix1 * s_x, mask=here, other=1.0
+        )
+        bottom = (1 - wx) * tl.load(q + iy1 * s_y + ix0 * s_x, mask=here, other=1.0) + wx * tl.load(
+            q + iy1 * s_y + ix1 * s_x, mask=here, other=1.0
+        )
+        shade = (1 - wy) * top + wy * bottom
     if ARMS:
         my, mx = y - ay0, x - ax0
         in_arms = here & (my >= 0) & (my < ah) & (mx >= 0) & (mx < aw)
@@ -244,7 +341,7 @@ def _composite(
             pr = tl.load(at, mask=in_box, other=0.0)
             pg = tl.load(at + p_c, mask=in_box, other=0.0)
             pb = tl.load(at + 2 * p_c, mask=in_box, other=0.0)
-            if SHADE:
+            if SHADE != 0:
                 pr = tl.minimum(pr * shade, alpha)
                 pg = tl.minimum(pg * shade, alpha)
                 pb = tl.minimum(pb * shade, alpha)
@@ -258,11 +355,13 @@ def _composite(
     tl.store(dst + 2 * o_c, _to_uint8(b), mask=here)
 
 
-def composite(out, frames, region, drawn, factor, arms, table, flags) -> None:
+def composite(out, frames, region, drawn, factor, arms, table, flags, quarter=None) -> None:
     """Every step of every frame over ``region`` (x0, y0, x1, y1) of ``out`` (a copy of
     ``frames``, (B, 3, H, W) uint8), in one pass a pixel: the arms drawn back at the steps
     ``flags`` (n_steps, B) marks, the patches ``table`` (n_steps, B; -1 none) names composited
-    "over" - shaded by ``factor`` (B, 1, rh, rw over the region) where given - and rounded once.
+    "over" - shaded by ``factor`` where given - and rounded once. ``factor``: (B, 1, rh, rw)
+    over the region, or with ``quarter`` = (x0, y0) the (B, qh, qw) quarter-size factor of
+    ``shading`` from that corner, upsampled here.
     ``drawn``: (patches (J, 4, bh, bw), their box) or None; ``arms``: (mask (B, 1, ah, aw),
     (x0, y0)) or None. As ``batched._restore``, ``_over`` and ``_to_uint8`` do it step by step."""
     import torch
@@ -276,8 +375,15 @@ def composite(out, frames, region, drawn, factor, arms, table, flags) -> None:
         pj, pc, py, px = patches.stride()
     else:
         patches, (bx0, by0, bx1, by1), (pj, pc, py, px) = dummy, (0, 0, 0, 0), (0, 0, 0, 0)
-    shade = factor is not None
-    sb, _, sy, sx = factor.stride() if shade else (0, 0, 0, 0)
+    shade = 0 if factor is None else 1 if quarter is None else 2
+    qx0, qy0, qh, qw = 0, 0, 0, 0
+    if shade == 1:
+        sb, _, sy, sx = factor.stride()
+    elif shade == 2:
+        (qx0, qy0), (qh, qw) = quarter, factor.shape[1:]
+        sb, sy, sx = factor.stride()
+    else:
+        sb, sy, sx = 0, 0, 0
     if arms is not None:
         mask, (ax0, ay0) = arms
         mb, _, my, mx = mask.stride()
@@ -290,7 +396,7 @@ def composite(out, frames, region, drawn, factor, arms, table, flags) -> None:
         out, fb, fc, fy, fx, ob, oc, oy, ox,
         frames, rx0, ry0, rw, rh,
         patches, pj, pc, py, px, bx0, by0, bx1 - bx0, by1 - by0,
-        factor if shade else dummy, sb, sy, sx,
+        factor if shade else dummy, sb, sy, sx, qx0, qy0, qw, qh,
         mask, mb, my, mx, ax0, ay0, aw, ah,
         table, flags, table.shape[0], b,
         SHADE=shade, ARMS=arms is not None, BLOCK=BLOCK,
@@ -313,6 +419,11 @@ def warm_up(device) -> None:
     frames = torch.zeros((1, 3, 2, 2), dtype=torch.uint8, device=device)
     patches = torch.zeros((1, 4, 2, 2), dtype=torch.float32, device=device)
     table = torch.zeros((1, 1), dtype=torch.float32, device=device)
-    for shade in (None, torch.ones((1, 1, 2, 2), dtype=torch.float32, device=device)):
+    from .batched import _gaussian_kernel
+
+    full = torch.ones((1, 1, 2, 2), dtype=torch.float32, device=device)
+    big = torch.zeros((1, 3, 80, 80), dtype=torch.uint8, device=device)  # 20 x 20 at quarter size: the blurs fit
+    quarter = shading(big, (0, 0, 80, 80), _gaussian_kernel(1.0, device), _gaussian_kernel(4.0, device))
+    for shade, at in ((None, None), (full, None), (quarter, (0, 0))):
         for arms in (None, (mask, (0, 0))):
-            composite(frames.clone(), frames, (0, 0, 2, 2), (patches, (0, 0, 2, 2)), shade, arms, table, table)
+            composite(frames.clone(), frames, (0, 0, 2, 2), (patches, (0, 0, 2, 2)), shade, arms, table, table, at)
