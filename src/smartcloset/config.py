@@ -53,9 +53,11 @@ class ServerConfig:
     # 1,892-1,904) at a higher p95, and its CUDA test (graphed = eager pictures) still finds more
     # seam values differing than two eager runs do (docs/performance.md, "Stop 16", "Stop 17").
     render_graphs: bool = False
-    # The batched renderer's rasteriser, arms and composite as Triton kernels (render/kernels.py:
-    # a few launches where the PyTorch steps are ~250, the render's host time being what limits
-    # a busy engine) or as the PyTorch steps. "auto": Triton on CUDA, PyTorch elsewhere.
+    # The batched renderer's rasteriser, shading, arms and composite as Triton kernels
+    # (render/kernels.py: 19 launches a batch where the PyTorch steps are 254 - the render's host
+    # time is what limited a busy engine) or as the PyTorch steps. "auto": Triton on CUDA, PyTorch
+    # elsewhere. On an H200 64 clients got 30 FPS each at p95 23.6-26.0 ms with the kernels,
+    # 39-45 ms with the steps (docs/performance.md, "Stop 20").
     render_kernels: str = "auto"
     # How the threads that use the GPU wait for it (cuda_wait.py says why): "spin" holds a core
     # per waiting thread, "block" sleeps until the driver wakes it; "auto" is CUDA's own choice,
