@@ -581,6 +581,33 @@ def test_render_graphs_reach_the_engine_and_only_on_cuda(monkeypatch, caplog):
         eng.stop()
 
 
+def test_render_kernels_reach_the_engine(monkeypatch):
+    """``--render-kernels``: "auto" unless asked (the PyTorch steps off CUDA); asked by name it
+    reaches the engine's renderer through the config - "torch" anywhere, "triton" off CUDA only
+    through Triton's interpreter, else the engine does not start."""
+    pytest.importorskip("triton")
+    from smartcloset import cli
+    from smartcloset.config import ServerConfig
+    from smartcloset.server import runner
+    from smartcloset.server.pipeline import build_engine
+
+    seen = {}
+    monkeypatch.setattr(runner, "serve", lambda cfg, log_level: seen.update(cfg=cfg))
+    assert ServerConfig().render_kernels == "auto"
+    for name, runs in (("torch", "torch"), ("triton", "triton")):
+        assert cli.main(["serve", "--render", "batched", "--render-kernels", name]) == 0
+        assert seen["cfg"].render_kernels == name
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        eng = build_engine(seen["cfg"], StandingBackend())
+        try:
+            assert eng.renderer.kernels == runs and eng.device.type == "cpu"
+        finally:
+            eng.stop()
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(RuntimeError, match="run on CUDA"):
+        build_engine(seen["cfg"], StandingBackend())
+
+
 def test_a_link_whose_peer_stops_reading_never_blocks_and_keeps_each_clients_newest():
     """The engine process's (and a server process's) writes: a peer that reads nothing costs
     its clients their older frames - each client keeps its newest one waiting - and never

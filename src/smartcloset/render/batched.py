@@ -18,7 +18,9 @@ the frames' device for all frames of the batch together:
 
 Layers are drawn in the CPU renderer's order per frame; frames advance through their steps in
 lockstep, so step k of every frame is one batched operation. Everything works on any torch
-device; the CPU build runs it in the tests, which compare it with the CPU renderer.
+device; the CPU build runs it in the tests, which compare it with the CPU renderer. On CUDA the
+rasteriser, shading, arms and composite run as Triton kernels instead (``render/kernels.py``,
+``kernels="auto"``): the same arithmetic in 19 launches a batch, where these steps are 254.
 """
 
 from __future__ import annotations
@@ -482,9 +484,9 @@ def triton_unavailable(device: torch.device) -> str | None:
 
 
 def resolve_kernels(kernels: str, device: torch.device, compile: bool = False) -> str:
-    """ "triton" or "torch" for ``kernels`` ("auto", "triton" or "torch"): "auto" takes Triton
-    where it runs natively (CUDA, Triton installed) and the steps are not compiled; "triton"
-    asked for where it cannot run is an error, said at start."""
+    """Which steps draw - "triton" or "torch" - for ``kernels`` ("auto", "triton" or "torch"):
+    "auto" takes Triton where it runs natively (CUDA, Triton installed) and the steps are not
+    compiled; "triton" asked for where it cannot run is an error, said at start."""
     if kernels not in ("auto", "triton", "torch"):
         raise ValueError(f"render kernels must be auto, triton or torch, not {kernels!r}")
     if kernels == "torch" or (kernels == "auto" and (compile or device.type != "cuda")):
@@ -504,9 +506,9 @@ class BatchRenderer:
     """Renders looks onto a batch of RGB frames on one torch device; with ``compile``, its
     per-pixel steps run through torch.compile (``compiled_steps``; call ``warm_up`` first); with
     ``graphs`` (CUDA only), batches whose plan was seen before replay a CUDA graph
-    (``replay.GraphReplay``). ``kernels``: the rasteriser, arms and composite as Triton kernels
-    (render/kernels.py: a few launches where the PyTorch steps are ~250) or as the PyTorch
-    steps, the reference; "auto" takes Triton on CUDA (``resolve_kernels``)."""
+    (``replay.GraphReplay``). ``kernels``: the rasteriser, shading, arms and composite as
+    Triton kernels (render/kernels.py: 19 launches a batch where the PyTorch steps are 254) or
+    as the PyTorch steps, the reference; "auto" takes Triton on CUDA (``resolve_kernels``)."""
 
     def __init__(
         self,
