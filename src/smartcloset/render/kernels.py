@@ -60,20 +60,15 @@ def _raster(
 ):
     t = first + tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     live = t < first + count
-    x0 = tl.load(corners + 0 * stride + t, mask=live, other=0.0)
-    y0 = tl.load(corners + 1 * stride + t, mask=live, other=0.0)
-    x1 = tl.load(corners + 2 * stride + t, mask=live, other=0.0)
-    y1 = tl.load(corners + 3 * stride + t, mask=live, other=0.0)
-    x2 = tl.load(corners + 4 * stride + t, mask=live, other=0.0)
-    y2 = tl.load(corners + 5 * stride + t, mask=live, other=0.0)
-    u0 = tl.load(corners + 6 * stride + t, mask=live, other=0.0)
-    v0 = tl.load(corners + 7 * stride + t, mask=live, other=0.0)
-    u1 = tl.load(corners + 8 * stride + t, mask=live, other=0.0)
-    v1 = tl.load(corners + 9 * stride + t, mask=live, other=0.0)
-    u2 = tl.load(corners + 10 * stride + t, mask=live, other=0.0)
-    v2 = tl.load(corners + 11 * stride + t, mask=live, other=0.0)
-    owner = tl.load(corners + 12 * stride + t, mask=live, other=0.0).to(tl.int64)
-    order = tl.load(corners + 13 * stride + t, mask=live, other=0.0).to(tl.int32)
+    row = corners + t  # row i of the triangles at row + i * stride
+    x0, y0 = tl.load(row, mask=live, other=0.0), tl.load(row + stride, mask=live, other=0.0)
+    x1, y1 = tl.load(row + 2 * stride, mask=live, other=0.0), tl.load(row + 3 * stride, mask=live, other=0.0)
+    x2, y2 = tl.load(row + 4 * stride, mask=live, other=0.0), tl.load(row + 5 * stride, mask=live, other=0.0)
+    u0, v0 = tl.load(row + 6 * stride, mask=live, other=0.0), tl.load(row + 7 * stride, mask=live, other=0.0)
+    u1, v1 = tl.load(row + 8 * stride, mask=live, other=0.0), tl.load(row + 9 * stride, mask=live, other=0.0)
+    u2, v2 = tl.load(row + 10 * stride, mask=live, other=0.0), tl.load(row + 11 * stride, mask=live, other=0.0)
+    owner = tl.load(row + 12 * stride, mask=live, other=0.0).to(tl.int64)
+    order = tl.load(row + 13 * stride, mask=live, other=0.0).to(tl.int32)
     # The triangle's set-up (batched._coverage): barycentric and texture maps, grown box, window.
     e1x, e1y, e2x, e2y = x1 - x0, y1 - y0, x2 - x0, y2 - y0
     det = e1x * e2y - e2x * e1y
@@ -209,6 +204,19 @@ def _reflect(i, n):
     return tl.where(i >= n, 2 * n - 2 - i, i)
 
 
+@triton.jit
+def _taps(src, k, qy, qx, qw, qh, here, TAPS: tl.constexpr, VERTICAL: tl.constexpr, BLOCK: tl.constexpr):
+    """One Gaussian of ``TAPS`` weights ``k`` along y or x of a (qh, qw) plane, mirrored border."""
+    total = tl.zeros([BLOCK], dtype=tl.float32)
+    for i in tl.static_range(TAPS):
+        if VERTICAL:
+            at = _reflect(qy + (i - TAPS // 2), qh) * qw + qx
+        else:
+            at = qy * qw + _reflect(qx + (i - TAPS // 2), qw)
+        total += tl.load(k + i) * tl.load(src + at, mask=here, other=0.0)
+    return total
+
+
 @triton.jit(do_not_specialize=["qw", "qh"])
 def _blur(src_fine, src_coarse, k_fine, k_coarse, dst_fine, dst_coarse, qw, qh, VERTICAL: tl.constexpr,
           FINE: tl.constexpr, COARSE: tl.constexpr, STRENGTH_: tl.constexpr, LO: tl.constexpr, HI: tl.constexpr,
@@ -220,20 +228,8 @@ def _blur(src_fine, src_coarse, k_fine, k_coarse, dst_fine, dst_coarse, qw, qh, 
     here = p < qw * qh
     qy, qx = p // qw, p % qw
     base = f * qw * qh
-    fine = tl.zeros([BLOCK], dtype=tl.float32)
-    coarse = tl.zeros([BLOCK], dtype=tl.float32)
-    for i in tl.static_range(COARSE):
-        if VERTICAL:
-            at = _reflect(qy + (i - COARSE // 2), qh) * qw + qx
-        else:
-            at = qy * qw + _reflect(qx + (i - COARSE // 2), qw)
-        coarse += tl.load(k_coarse + i) * tl.load(src_coarse + base + at, mask=here, other=0.0)
-    for i in tl.static_range(FINE):
-        if VERTICAL:
-            at = _reflect(qy + (i - FINE // 2), qh) * qw + qx
-        else:
-            at = qy * qw + _reflect(qx + (i - FINE // 2), qw)
-        fine += tl.load(k_fine + i) * tl.load(src_fine + base + at, mask=here, other=0.0)
+    fine = _taps(src_fine + base, k_fine, qy, qx, qw, qh, here, FINE, VERTICAL, BLOCK)
+    coarse = _taps(src_coarse + base, k_coarse, qy, qx, qw, qh, here, COARSE, VERTICAL, BLOCK)
     if VERTICAL:
         factor = 1.0 + STRENGTH_ * (fine / tl.where(here, coarse, 1.0) - 1.0)
         tl.store(dst_fine + base + p, tl.minimum(tl.maximum(factor, LO), HI), mask=here)
