@@ -254,7 +254,7 @@ class FakeRemote:
     def load(self) -> int:
         return len(self.shared) if self.shared else len(self.clients)
 
-    def ask_stats(self) -> int:
+    def ask_stats(self, in_order: bool = False) -> int:
         self.asked += 1
         return self.asked
 
@@ -353,6 +353,62 @@ def test_engine_groups_of_several_processes_balance_every_clients_not_their_own(
     for group, c in late:
         group.register(c)
     assert [group.engine_of(c) for group, c in late] == [3] * 8
+
+
+class SlowCountRemote(FakeRemote):
+    """As an engine process counts: a server process sees the others' clients as of its last
+    stats answer, which comes a moment after it asks."""
+
+    def __init__(self, shared: dict, link_number: int) -> None:
+        super().__init__(10.0, shared=shared, link_number=link_number)
+        self.others = 0
+
+    @property
+    def load(self) -> int:
+        return self.others + len(self.clients)
+
+    def wait_stats(self, q: int, timeout: float) -> None:
+        time.sleep(0.005)
+        self.others = len(self.shared) - len(self.clients)
+
+
+@pytest.mark.parametrize("locked", [True, False], ids=["with the join lock", "without (the race)"])
+def test_server_processes_joining_at_once_do_not_pile_onto_one_engine(tmp_path, locked):
+    """Four server processes each take a client at the same moment, when engine 0 is the one
+    emptiest engine: asking for counts at once, all four saw it so and joined it (64 clients came
+    out 7-10 an engine on the H200, stops 19-20). With the join lock they join one after another,
+    each after the last was counted, and the engines stay within one client of each other."""
+    from smartcloset.engine_ipc import EngineGroup
+
+    shared = [{} for _ in range(8)]
+    lock = str(tmp_path / "join.lock") if locked else None
+    groups = [
+        EngineGroup([SlowCountRemote(shared[e], p + 1) for e in range(8)], join_lock=lock)  # type: ignore[misc]
+        for p in range(4)
+    ]
+    for e in range(1, 8):  # a client on every engine but engine 0
+        shared[e][("earlier", e)] = True
+    start = threading.Barrier(4)
+
+    def join(group, name) -> None:
+        start.wait()
+        group.register(name)
+
+    threads = [threading.Thread(target=join, args=(g, f"p{p}")) for p, g in enumerate(groups)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    counts = [len(s) for s in shared]
+    assert sum(counts) == 11
+    if locked:
+        assert max(counts) - min(counts) <= 1, counts
+    else:
+        # The race this lock closes, shown by the same harness: each process asks all eight
+        # engines (5 ms each) before it joins, so they all still see engine 0 as the emptiest.
+        assert counts[0] >= 2, counts
+    for g in groups:
+        g.stop()
 
 
 def _stats(port: int) -> dict:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import functools
 import json
 import logging
@@ -511,12 +512,14 @@ class RemoteEngine:
         s = self._stats
         return max(0, int(s.get("clients", 0)) - int(s.get("link_clients", 0))) + self.client_count
 
-    def ask_stats(self) -> int:
-        """Ask for fresh stats now (``wait_stats`` waits for them); returns the request's number."""
+    def ask_stats(self, in_order: bool = False) -> int:
+        """Ask for fresh stats now (``wait_stats`` waits for them); returns the request's number.
+        ``in_order``: behind everything already queued on the link (a join), not in the place of
+        a stats request still waiting - the answer then counts what went before it."""
         with self._answered:
             self._asked += 1
             q = self._asked
-        self._link.send({"t": "stats", "q": q}, slot=("stats",))
+        self._link.send({"t": "stats", "q": q}, slot=None if in_order else ("stats",))
         return q
 
     def wait_stats(self, q: int, timeout: float) -> None:
@@ -587,7 +590,10 @@ class EngineGroup:
     timeline live there); a new one goes to the live engine with the fewest clients of *every*
     server process, counted by the engines when it comes (``join_wait_s`` at most), and among
     equals to the first from this process's own place in the engines' links, so that
-    processes taking clients at the same moment start on different engines. Why every
+    processes taking clients at the same moment start on different engines. A join holds
+    ``join_lock`` (a file lock the server processes share) from asking for the counts until the
+    engine has counted it: two processes that asked at once both saw the same emptiest engine,
+    and 64 clients came out 7-10 an engine instead of 8 (NVIDIA H200, stops 19-20). Why every
     process's: counted per process, the remainders of uneven processes all fell to the lowest
     engines - 64 clients on 4 processes and 8 engines put 10 clients on engine 0 and 7 on
     engines 4-7, and the busiest engines set the latency (NVIDIA H200, docs/performance.md,
@@ -605,11 +611,14 @@ class EngineGroup:
         stats_interval_s: float = 1.0,
         retry_s: float = 1.0,
         join_wait_s: float = 0.1,
+        join_lock: str | None = None,
     ) -> None:
         if not engines:
             raise ValueError("an engine group needs at least one engine")
         self.engines = engines
         self._join_wait_s = join_wait_s
+        self._join_lock_path = join_lock
+        self._join_lock_file = None
         # Where this process starts among equal engines: its link's number at the first engine
         # (1, 2, ... in the order the server processes linked up) spread over the engines.
         self._first = (engines[0].link_number - 1) % len(engines)
@@ -625,7 +634,10 @@ class EngineGroup:
     @classmethod
     def connect(cls, addresses: list[str], authkeys: list[str], stats_interval_s: float = 1.0) -> EngineGroup:
         pairs = list(zip(addresses, authkeys, strict=True))
-        return cls([RemoteEngine(a, k, stats_interval_s) for a, k in pairs], pairs, stats_interval_s)
+        # Beside the first engine's socket: every server process of one server knows that one.
+        lock = os.path.join(os.path.dirname(addresses[0]), "join.lock") if len(addresses) > 1 else None
+        engines = [RemoteEngine(a, k, stats_interval_s) for a, k in pairs]
+        return cls(engines, pairs, stats_interval_s, join_lock=lock)
 
     def start(self) -> EngineGroup:
         return self
@@ -636,13 +648,45 @@ class EngineGroup:
         return None if engine is None else self.engines.index(engine)
 
     def register(self, client: Hashable, timeline=None, sink=None) -> None:
-        with self._lock:
+        with self._lock, self._joining():
             self._fresh_counts()
             k = len(self.engines)
             order = [self.engines[(self._first + i) % k] for i in range(k)]
             engine = min(order, key=lambda e: (not e.alive, e.load))  # min() keeps the first of equals
             self._of[client] = engine
             engine.register(client, timeline, sink=sink)
+            if self._join_lock_path is not None and k > 1 and self._join_wait_s > 0:
+                # Counted there before the next process asks: the answer to a request behind the join.
+                engine.wait_stats(engine.ask_stats(in_order=True), self._join_wait_s)
+
+    @contextlib.contextmanager
+    def _joining(self):
+        """The server processes' join lock, held for one join (``join_lock``); waited for 1 s at
+        most - a join never hangs on another process, it only risks an uneven count."""
+        held = False
+        if self._join_lock_path is not None:
+            try:
+                if self._join_lock_file is None:
+                    self._join_lock_file = open(self._join_lock_path, "a")  # noqa: SIM115 - kept open
+                end = time.monotonic() + 1.0
+                while True:
+                    try:
+                        fcntl.flock(self._join_lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        held = True
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > end:
+                            log.warning("join lock busy for 1 s: this client joins without it")
+                            break
+                        time.sleep(0.001)
+            except OSError as exc:  # no lock file (a read-only folder): joins go on unlocked
+                log.warning("join lock %s unavailable (%s): joins may land unevenly", self._join_lock_path, exc)
+                self._join_lock_path = None
+        try:
+            yield
+        finally:
+            if held:
+                fcntl.flock(self._join_lock_file, fcntl.LOCK_UN)
 
     def _fresh_counts(self) -> None:
         """Every live engine's client count as of now, asked of all at once and waited for
@@ -766,6 +810,10 @@ class EngineGroup:
         self._stopping.set()
         for engine in self.engines:
             engine.stop(timeout)
+        with self._lock:
+            if self._join_lock_file is not None:
+                self._join_lock_file.close()
+                self._join_lock_file = None
 
 
 if __name__ == "__main__":
