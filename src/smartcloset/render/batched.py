@@ -498,7 +498,6 @@ def resolve_kernels(kernels: str, device: torch.device, compile: bool = False) -
         if kernels == "triton":
             raise RuntimeError(f"render kernels: {reason}")
         return "torch"
-    assert _triton().DILATE == DILATE
     return "triton"
 
 
@@ -522,6 +521,7 @@ class BatchRenderer:
     ) -> None:
         self.device = torch.device(device)
         self.kernels = resolve_kernels(kernels, self.device, compile)
+        self._k = _triton() if self.kernels == "triton" else None  # render/kernels.py, where drawn with it
         self.map_step = max(1, int(map_step))
         self.occlusion = occlusion
         self.shading = shading
@@ -752,11 +752,11 @@ class BatchRenderer:
                 k_fine, k_coarse = _gaussian_kernel(1.0, frames.device), _gaussian_kernel(4.0, frames.device)
                 crop = self._shading_crop((h, w), plan.region, len(k_coarse))
                 if crop is not None and min(crop[2] - crop[0], crop[3] - crop[1]) // 4 > len(k_coarse) // 2:
-                    factor, quarter = _triton().shading(frames, crop, k_fine, k_coarse), crop[:2]
+                    factor, quarter = self._k.shading(frames, crop, k_fine, k_coarse), crop[:2]
                 else:  # a frame size off the quarter grid, or too small for the blurs' mirrored border
                     factor = self._shading(frames, plan.region)
             table_d = data[plan.table_at : plan.table_at + len(plan.steps) * b].view(len(plan.steps), b)
-            _triton().composite(out, frames, plan.region, drawn, factor, arms, table_d, flags_d, quarter)
+            self._k.composite(out, frames, plan.region, drawn, factor, arms, table_d, flags_d, quarter)
             return out
         factor = self._shading(frames, plan.region) if self.shading else None
         canvas = frames[:, :, ry0:ry1, rx0:rx1].float()
@@ -840,7 +840,7 @@ class BatchRenderer:
         b = plan.shape[0]
         s = data[at : at + b * n_seg * 5].view(b, n_seg, 5)
         if self.kernels == "triton":
-            mask = _triton().capsules(s, y1 - y0, x1 - x0)
+            mask = self._k.capsules(s, y1 - y0, x1 - x0)
         else:
             mask = self._steps.capsules(s, y1 - y0, x1 - x0)  # (B, 1, bh, bw)
         h, w = shape
@@ -968,7 +968,7 @@ class BatchRenderer:
             size = plan.n * gh * gw
             maps = torch.full((size, 2), _OUTSIDE, device=self.device)
             last = torch.full((size,), -1, dtype=torch.int32, device=self.device)
-            _triton().rasterise(maps, last, corners, plan.windows, plan.grid)
+            self._k.rasterise(maps, last, corners, plan.windows, plan.grid)
             maps = maps.view(plan.n, gh, gw, 2).permute(0, 3, 1, 2)
         else:
             tri = self._steps.coverage(corners[:13], gw, gh)

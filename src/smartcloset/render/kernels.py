@@ -24,13 +24,17 @@ bytes - a second's stall in a busy engine the first time a person steps into a n
 
 from __future__ import annotations
 
+import functools
 import os
 
+import torch
 import triton
 import triton.language as tl
 
-DILATE = 1.0  # batched.DILATE (asserted equal there)
-_DILATE = tl.constexpr(DILATE)  # as a kernel reads it
+from .batched import DILATE, _gaussian_kernel
+from .shading import LIMITS, STRENGTH
+
+_DILATE = tl.constexpr(DILATE)  # as a kernel reads it (a plain global does not compile)
 # Work a program: pixels (composite, capsules) and (triangle, window pixel) pairs (rasteriser).
 # Triton's interpreter (the CPU tests) runs a program at a time in NumPy, so there the blocks
 # are larger: its cost is per program.
@@ -168,8 +172,6 @@ def _capsules(seg, out, n_seg, bh, bw, BLOCK: tl.constexpr):
 
 def capsules(seg, bh: int, bw: int):
     """(B, 1, bh, bw) arm masks from (B, S, 5) segments, as ``batched._capsules``."""
-    import torch
-
     seg = seg.contiguous()
     b, n_seg = seg.shape[:2]
     out = torch.empty((b, 1, bh, bw), dtype=torch.float32, device=seg.device)
@@ -243,10 +245,6 @@ def shading(frames, crop, k_fine, k_coarse):
     quarter size wider and taller than the coarse kernel's reach), (B, qh, qw) float32 - as ``batched._shading_factor`` before its
     upsampling, which the composite does as it reads it. Three launches where the PyTorch
     steps are ~20."""
-    import torch
-
-    from .shading import LIMITS, STRENGTH
-
     x0, y0, x1, y1 = crop
     qw, qh = (x1 - x0) // 4, (y1 - y0) // 4
     b = frames.shape[0]
@@ -354,6 +352,13 @@ def _composite(
     tl.store(dst + 2 * o_c, _to_uint8(b), mask=here)
 
 
+@functools.lru_cache(maxsize=8)
+def _unused(device) -> torch.Tensor:
+    """What the composite is given for an input it does not read (no patches, shading or arms:
+    its flags say so) - made once, not a fill kernel every batch."""
+    return torch.empty(1, dtype=torch.float32, device=device)
+
+
 def composite(out, frames, region, drawn, factor, arms, table, flags, quarter=None) -> None:
     """Every step of every frame over ``region`` (x0, y0, x1, y1) of ``out`` (a copy of
     ``frames``, (B, 3, H, W) uint8), in one pass a pixel: the arms drawn back at the steps
@@ -363,12 +368,10 @@ def composite(out, frames, region, drawn, factor, arms, table, flags, quarter=No
     ``shading`` from that corner, upsampled here.
     ``drawn``: (patches (J, 4, bh, bw), their box) or None; ``arms``: (mask (B, 1, ah, aw),
     (x0, y0)) or None. As ``batched._restore``, ``_over`` and ``_to_uint8`` do it step by step."""
-    import torch
-
     rx0, ry0, rx1, ry1 = region
     rw, rh = rx1 - rx0, ry1 - ry0
     b = frames.shape[0]
-    dummy = torch.zeros(1, dtype=torch.float32, device=frames.device)
+    dummy = _unused(frames.device)
     if drawn is not None:
         patches, (bx0, by0, bx1, by1) = drawn
         pj, pc, py, px = patches.stride()
@@ -407,8 +410,6 @@ def warm_up(device) -> None:
     pixels a side, rank and write passes), the arms, the composite with and without shading and
     arms - on tiny inputs, before clients come: a first compile takes ~1 s, which a busy
     engine's batch would wait for. Triton keeps them on disk for the next process."""
-    import torch
-
     corners = torch.zeros((14, 1), dtype=torch.float32, device=device)  # one triangle of no area
     maps = torch.zeros((4, 2), dtype=torch.float32, device=device)
     last = torch.full((4,), -1, dtype=torch.int32, device=device)
@@ -418,8 +419,6 @@ def warm_up(device) -> None:
     frames = torch.zeros((1, 3, 2, 2), dtype=torch.uint8, device=device)
     patches = torch.zeros((1, 4, 2, 2), dtype=torch.float32, device=device)
     table = torch.zeros((1, 1), dtype=torch.float32, device=device)
-    from .batched import _gaussian_kernel
-
     full = torch.ones((1, 1, 2, 2), dtype=torch.float32, device=device)
     big = torch.zeros((1, 3, 80, 80), dtype=torch.uint8, device=device)  # 20 x 20 at quarter size: the blurs fit
     quarter = shading(big, (0, 0, 80, 80), _gaussian_kernel(1.0, device), _gaussian_kernel(4.0, device))
